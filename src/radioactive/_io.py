@@ -1,0 +1,78 @@
+"""Small file helpers shared by every module that writes: atomic writes, hashing, provenance."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_json", "sha256_file", "sha256_bytes", "versions"]
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: int | None = None) -> Iterator[Path]:
+    """Yield a temporary path in the destination's folder; rename it over ``path`` only on success.
+
+    A crash or an exception (a full disk included) leaves no partial file at ``path`` and removes the
+    temporary. ``mode`` (e.g. ``0o600``) is applied before the rename, so the file is never visible with
+    wider permissions.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        if mode is not None:
+            os.chmod(tmp_path, mode)
+        yield tmp_path
+        if mode is not None:
+            os.chmod(tmp_path, mode)
+        with open(tmp_path, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp_path, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, mode: int | None = None) -> None:
+    with atomic_write(path, mode=mode) as tmp:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any, mode: int | None = None) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n").encode(), mode=mode)
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def versions() -> dict[str, str]:
+    """Versions of the software that produced a result, for provenance records."""
+    out = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for name in ("radioactive", "torch", "torchvision", "kornia", "numpy", "scipy", "timm"):
+        try:
+            module = __import__(name)
+            out[name] = str(getattr(module, "__version__", "unknown"))
+        except ImportError:
+            continue
+    return out

@@ -1,0 +1,61 @@
+"""Typed errors. Each also inherits the builtin it refines, so ``except ValueError`` keeps working."""
+
+from __future__ import annotations
+
+__all__ = [
+    "RadioactiveError",
+    "KeyFileError",
+    "KeyMismatchError",
+    "ModelLoadError",
+    "HeadResolutionError",
+    "ImageReadError",
+    "DatasetError",
+    "ManifestError",
+    "EndpointError",
+    "LockError",
+    "ConfigError",
+]
+
+
+class RadioactiveError(Exception):
+    """Root of every error this package raises on purpose."""
+
+
+class KeyFileError(RadioactiveError, ValueError):
+    """A key file is missing, truncated, tampered with or malformed."""
+
+
+class KeyMismatchError(RadioactiveError, ValueError):
+    """A key is used with a marking network, model or dataset it was not made for."""
+
+
+class ModelLoadError(RadioactiveError, ValueError):
+    """A model file cannot be loaded safely (unknown format, pickle payload, wrong keys/shapes)."""
+
+
+class HeadResolutionError(RadioactiveError, ValueError):
+    """The final linear layer of a classifier cannot be found or does not reproduce its logits."""
+
+
+class ImageReadError(RadioactiveError, OSError):
+    """An image file cannot be decoded or is refused (truncated, too large, wrong type)."""
+
+
+class DatasetError(RadioactiveError, ValueError):
+    """A dataset source (folder, CSV/JSONL list) is malformed."""
+
+
+class ManifestError(DatasetError):
+    """A row of a manifest or image list is malformed."""
+
+
+class EndpointError(RadioactiveError, RuntimeError):
+    """A black-box endpoint failed, timed out or returned an invalid response."""
+
+
+class LockError(RadioactiveError, RuntimeError):
+    """Another run holds the lock on an output directory."""
+
+
+class ConfigError(RadioactiveError, ValueError):
+    """An invalid configuration value or file."""
