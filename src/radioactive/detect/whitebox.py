@@ -1,0 +1,299 @@
+"""White-box test: align the suspect's features to the marker's, map its classifier rows into the marker's
+space, and test each row's cosine with its carrier against the exact null of a uniform direction.
+
+Under H0 the suspect's rows are independent of the random carriers, so each cosine has the law of the
+first coordinate of a uniform unit vector in the carriers' space (dimension ``key.null_dim``), whatever the
+alignment, as long as the alignment is computed without the carriers (from clean reference images).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import secrets
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import stats
+from ..errors import ConfigError, DatasetError
+from ..key import Key, _seed_generator, random_carriers
+from ..marker import Marker
+from ..nets import split_head, state_dict_sha256
+from ._common import ClassMap, iter_batches, log10, model_device, resize, resolve_class_map, z_of
+from .verdict import ClassScore, Verdict
+
+__all__ = ["align", "whitebox", "WhiteboxParts", "score_rows", "random_key"]
+
+log = logging.getLogger(__name__)
+ALIGNMENTS = ("auto", "lstsq", "identity")
+
+
+def align(marker_features: torch.Tensor, suspect_features: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """Least squares without intercept, in float64: M = argmin ||F_m M - F_s||.
+
+    Args:
+        marker_features: ``(N, d)``.
+        suspect_features: ``(N, d')``.
+
+    Returns:
+        ``M`` ``(d, d')`` float64 and the R^2 of the fit (1 - residual / centred total sum of squares).
+    """
+    f_m = marker_features.detach().to("cpu", torch.float64)
+    f_s = suspect_features.detach().to("cpu", torch.float64)
+    if f_m.shape[0] != f_s.shape[0]:
+        raise ValueError(f"feature rows differ: {f_m.shape[0]} marker vs {f_s.shape[0]} suspect")
+    mapping = torch.linalg.lstsq(f_m, f_s, driver="gelsd").solution  # (d, d')
+    return mapping, r_squared(f_m @ mapping, f_s)
+
+
+def r_squared(predicted: torch.Tensor, target: torch.Tensor) -> float:
+    target = target.to(torch.float64)
+    total = float(((target - target.mean(dim=0)) ** 2).sum())
+    residual = float(((target - predicted.to(torch.float64)) ** 2).sum())
+    return 1.0 - residual / total if total > 0 else (1.0 if residual == 0 else -math.inf)
+
+
+def random_key(key: Key, seed: int) -> Key:
+    """A fresh key drawn exactly like ``key`` (same marker, same carrier space), from ``seed``."""
+    carriers = random_carriers(key.num_classes, key.feature_dim, _seed_generator(seed, "carriers"), key.basis)
+    return Key(carriers=carriers, marker=key.marker, seed=seed, space=key.space, basis=key.basis)
+
+
+@dataclass(frozen=True)
+class WhiteboxParts:
+    """Everything the white-box test computes before it looks at the carriers (reusable across keys)."""
+
+    rows: torch.Tensor  # (C', d) suspect classifier rows mapped into the marker's space, float64
+    pairs: tuple[tuple[int, int], ...]  # (key class, suspect output)
+    alignment: dict[str, Any]
+    counts: dict[str, int]
+    model_sha256: str | None
+
+
+def score_rows(rows: torch.Tensor, carriers: torch.Tensor, basis: torch.Tensor | None) -> tuple[np.ndarray, int]:
+    """Per-row cosine between aligned rows ``(C', d)`` and carriers ``(C', d)``, in the carriers' space.
+
+    Returns the cosines ``(C',)`` and the dimension of the null (d, or the basis rank for class-neutral keys).
+    """
+    rows = rows.to(torch.float64)
+    carriers = carriers.to(torch.float64)
+    if basis is not None:
+        rows, carriers = rows @ basis, carriers @ basis  # (C', r)
+    norms = rows.norm(dim=1) * carriers.norm(dim=1)
+    cosines = torch.where(norms > 0, (rows * carriers).sum(dim=1) / norms.clamp_min(1e-300), torch.zeros_like(norms))
+    return cosines.clamp(-1.0, 1.0).numpy(), int(rows.shape[1])
+
+
+def _features(
+    marker: Marker,
+    model: nn.Module,
+    reference: Any,
+    head: str | None,
+    batch_size: int,
+    input_size: tuple[int, int] | None,
+    transform: Callable[[torch.Tensor], torch.Tensor] | None,
+) -> tuple[torch.Tensor, torch.Tensor, Any]:
+    marker_feats, suspect_feats = [], []
+    split = None
+    device = model_device(model)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for batch in iter_batches(reference, batch_size):
+                to_marker = resize(batch, marker.spec.input_size).to(marker.device)
+                marker_feats.append(marker.features(to_marker).to("cpu", torch.float64))
+                to_suspect = resize(batch, input_size).to(device)
+                if transform is not None:
+                    to_suspect = transform(to_suspect)
+                if split is None:
+                    split = split_head(model, to_suspect[: min(8, len(to_suspect))], head=head)
+                suspect_feats.append(split.features(to_suspect).to("cpu", torch.float64))
+    finally:
+        model.train(was_training)
+    if split is None:
+        raise DatasetError("the reference set is empty; the white-box test needs clean held-out images")
+    return torch.cat(marker_feats), torch.cat(suspect_feats), split
+
+
+def prepare(
+    model: nn.Module,
+    key: Key,
+    reference: Any,
+    *,
+    marker: Marker,
+    head: str | None = None,
+    batch_size: int = 256,
+    alignment: str = "auto",
+    class_map: ClassMap = None,
+    marked: Sequence[bool] | torch.Tensor | None = None,
+    allow_marked: bool = False,
+    input_size: tuple[int, int] | None = None,
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    hash_model: bool = True,
+) -> WhiteboxParts:
+    """The key-independent part of :func:`whitebox` (features, alignment, mapped rows)."""
+    if alignment not in ALIGNMENTS:
+        raise ConfigError(f"unknown alignment {alignment!r}; choose from {list(ALIGNMENTS)}")
+    key.check_marker(marker.info)
+    if marked is not None:
+        flags = torch.as_tensor(marked, dtype=torch.bool)
+        if bool(flags.any()):
+            message = (
+                f"{int(flags.sum())} of {flags.numel()} reference images are marked (per the manifest); the white-box "
+                "test needs clean held-out images, since marked ones make the alignment depend on the carriers"
+            )
+            if not allow_marked:
+                raise DatasetError(message + "; remove them or pass allow_marked=True (--allow-marked-reference)")
+            warnings.warn(message + "; the p-value may not be calibrated", stacklevel=3)
+    f_m, f_s, split = _features(marker, model, reference, head, batch_size, input_size, transform)
+    num_ref, dim, suspect_dim = f_m.shape[0], f_m.shape[1], f_s.shape[1]
+    if num_ref < max(dim, suspect_dim):
+        warnings.warn(
+            f"only {num_ref} reference images for {dim}-dim marker and {suspect_dim}-dim suspect features; the "
+            "alignment is underdetermined (use at least as many clean reference images as feature dimensions)",
+            stacklevel=3,
+        )
+    mapping, r2 = align(f_m, f_s)
+    r2_identity = float("nan")
+    if dim == suspect_dim:
+        r2_identity = r_squared(f_m, f_s)
+    if alignment == "identity":
+        if dim != suspect_dim:
+            raise ConfigError(
+                f"identity alignment needs equal feature dims, but the marker has {dim} and the suspect {suspect_dim}"
+            )
+        method, reason = "identity", "requested"
+    elif alignment == "auto" and dim == suspect_dim and r2_identity >= 0.9 and r2_identity >= r2 - 0.02:
+        method, reason = "identity", "the suspect shares the marker's feature space (identity fits as well as least squares)"
+    else:
+        method, reason = "lstsq", "requested" if alignment == "lstsq" else "feature spaces differ"
+    log.info("alignment: %s (%s); R^2 least squares %.4f, identity %.4f", method, reason, r2, r2_identity)
+    pairs = resolve_class_map(key.num_classes, split.num_classes, class_map)
+    weight = split.weight()[[o for _, o in pairs]]  # (C', d')
+    rows = weight if method == "identity" else weight @ mapping.T  # (C', d)
+    return WhiteboxParts(
+        rows=rows,
+        pairs=tuple(pairs),
+        alignment={
+            "method": method,
+            "reason": reason,
+            "r2": r2 if method == "lstsq" else r2_identity,
+            "r2_lstsq": r2,
+            "r2_identity": r2_identity,
+            "marker_dim": dim,
+            "suspect_dim": suspect_dim,
+            "head": split.head_name,
+        },
+        counts={"classes": len(pairs), "reference": num_ref},
+        model_sha256=state_dict_sha256(model) if hash_model else None,
+    )
+
+
+def verdict_from_parts(parts: WhiteboxParts, key: Key, *, alpha: float = 0.05) -> Verdict:
+    """Score prepared rows against ``key``'s carriers."""
+    classes = [k for k, _ in parts.pairs]
+    cosines, null_dim = score_rows(parts.rows, key.carriers[classes], key.basis)
+    log_ps = np.asarray(stats.cosine_log_sf(cosines, null_dim), dtype=np.float64)
+    combined = stats.fisher_log_sf(log_ps)
+    scores = tuple(
+        ClassScore(index=k, log10_p=log10(lp), z=z_of(lp), cosine=float(c), output=o)
+        for (k, o), c, lp in zip(parts.pairs, cosines, log_ps)
+    )
+    return Verdict(
+        test="whitebox",
+        log10_p=log10(combined),
+        alpha=alpha,
+        classes=scores,
+        z=z_of(combined),
+        key_fingerprint=key.fingerprint,
+        model_sha256=parts.model_sha256,
+        counts=dict(parts.counts),
+        alignment=dict(parts.alignment),
+        details={
+            "null": "first coordinate of a uniform unit vector",
+            "null_dim": null_dim,
+            "carrier_space": key.space,
+            "combination": "fisher",
+            "mean_cosine": float(np.mean(cosines)),
+            "mean_cosine_z": float(np.sum(cosines) * math.sqrt(null_dim) / math.sqrt(len(cosines))),
+        },
+    )
+
+
+def null_trial_summary(real_log10_p: float, null_log10_ps: Sequence[float], seeds: Sequence[int], alpha: float) -> dict:
+    null = np.asarray(null_log10_ps, dtype=np.float64)
+    rank = 1 + int((null <= real_log10_p).sum())
+    return {
+        "trials": len(null),
+        "rank": rank,
+        "empirical_p": rank / (len(null) + 1),
+        "null_log10_p": null.tolist(),
+        "null_fraction_below_alpha": float((null <= math.log10(alpha)).mean()) if len(null) else float("nan"),
+        "seeds": list(seeds),
+    }
+
+
+def null_seeds(trials: int, seed: int | None) -> list[int]:
+    generator = np.random.default_rng(secrets.randbits(63) if seed is None else seed)
+    return [int(s) for s in generator.integers(0, 2**63 - 1, size=trials)]
+
+
+def whitebox(
+    model: nn.Module,
+    key: Key,
+    reference: Any,
+    *,
+    marker: Marker,
+    head: str | None = None,
+    batch_size: int = 256,
+    alignment: str = "auto",
+    class_map: ClassMap = None,
+    alpha: float = 0.05,
+    marked: Sequence[bool] | torch.Tensor | None = None,
+    allow_marked: bool = False,
+    input_size: tuple[int, int] | None = None,
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    null_trials: int = 0,
+    null_seed: int | None = None,
+) -> Verdict:
+    """Test whether ``model``'s classifier is aligned with the key's carriers.
+
+    Args:
+        model: the suspect, any classifier taking [0, 1] images (see ``input_size``/``transform``).
+        key: the secret key.
+        reference: clean held-out images never published: a tensor ``(N, c, H, W)`` (uint8 or float in
+            [0, 1]), an ``(images, labels)`` tuple, or an iterable of batches.
+        marker: the marking network the key belongs to.
+        head: dotted name of the suspect's final linear layer (found automatically otherwise).
+        batch_size: images per forward pass.
+        alignment: ``auto`` (identity when the suspect shares the marker's feature space, least squares
+            otherwise), ``lstsq`` or ``identity``.
+        class_map: ``{key class: suspect output}`` to test a subset of classes (when the suspect's number of
+            outputs differs from the key's).
+        alpha: significance level of the decision.
+        marked: per reference image, whether a manifest says it is marked (refused unless ``allow_marked``).
+        input_size: resize images to this size for the suspect (default: as given).
+        transform: applied to image batches before the suspect (e.g. its own normalisation).
+        null_trials: also score this many fresh random keys against the same suspect (cheap: only the
+            carriers change) and report where the real key's p-value falls among them.
+        null_seed: seed of the random keys (default: from the OS, recorded in the result).
+
+    Returns:
+        a :class:`Verdict` with per-class cosines and p-values; test ``"whitebox"``.
+    """
+    parts = prepare(model, key, reference, marker=marker, head=head, batch_size=batch_size, alignment=alignment,
+                    class_map=class_map, marked=marked, allow_marked=allow_marked, input_size=input_size,
+                    transform=transform)
+    verdict = verdict_from_parts(parts, key, alpha=alpha)
+    if null_trials > 0:
+        seeds = null_seeds(null_trials, null_seed)
+        null = [verdict_from_parts(parts, random_key(key, s), alpha=alpha).log10_p for s in seeds]
+        verdict = verdict.with_null_trials(null_trial_summary(verdict.log10_p, null, seeds, alpha))
+    return verdict
