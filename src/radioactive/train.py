@@ -53,6 +53,7 @@ __all__ = [
     "augment_batch",
     "dataset_fingerprint",
     "fashion_mnist_splits",
+    "make_spec",
     "FMNIST_SPEC",
     "train_fmnist_marker",
     "default_marker",
@@ -199,6 +200,31 @@ def fashion_mnist_splits(
         "val": (images[val_idx], labels[val_idx]),
         "test": (test_images, test_labels),
     }
+
+
+def make_spec(
+    arch: str, num_classes: int, images: torch.Tensor, *, kwargs: dict[str, Any] | None = None
+) -> NetSpec:
+    """A :class:`NetSpec` for training ``arch`` on ``images`` ``(N, c, H, W)``: their size, channel count, and
+    per-channel mean/std (measured on up to 10k images). ``arch`` is a built-in name, ``torchvision:<name>``,
+    ``timm:<name>`` or a bare torchvision name; non-built-in networks get 3 channels (grey is repeated)."""
+    from .nets import ARCHITECTURES
+
+    if ":" in arch:
+        source, name = arch.split(":", 1)
+    else:
+        source, name = ("builtin" if arch in ARCHITECTURES else "torchvision"), arch
+    sample = _as_float(images[: min(len(images), 10_000)])
+    mean = sample.mean(dim=(0, 2, 3)).tolist()
+    std = sample.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist()
+    channels = images.shape[1]
+    if source != "builtin" and channels == 1:
+        mean, std = mean * 3, std * 3
+    return NetSpec(
+        arch=name, num_classes=num_classes, in_channels=channels if source == "builtin" else 3,
+        input_size=(images.shape[2], images.shape[3]), mean=tuple(round(v, 4) for v in mean),
+        std=tuple(round(v, 4) for v in std), source=source, kwargs=dict(kwargs or {}),
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------
