@@ -1,0 +1,400 @@
+"""Batched, augmentation-aware marking of images (the optimisation of METHOD.md), on tensors only.
+
+For an image ``x`` of class ``k`` with carrier ``u_k``, the marked image ``x~`` minimises
+
+    L(x~) = -<phi(A(x~)) - phi(x), u_k> + lambda_ft ||phi(A(x~)) - phi(x)|| + lambda_img ||x~ - x||^2
+
+with a fresh random differentiable augmentation ``A`` at every step, under three constraints: pixels stay in
+[0, 1], ``|x~ - x| <= epsilon`` everywhere, and the PSNR of ``x~`` against ``x`` stays above a floor (the
+perturbation is projected onto the L2 ball that PSNR implies). Pixels are rounded to 8 bits periodically and
+at the end; a final fix-up scales the 8-bit perturbation down where rounding broke the floor, so every
+returned image meets it exactly as it will be saved.
+
+All images of a call are optimised together (in chunks of ``batch_size``); the marker's weights get no
+gradients. Each image's augmentations come from its own random stream, so an image's result does not depend
+on which other images share its batch (up to floating-point differences of batched kernels).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from .augment import Augmentation, AugmentParams, resize_to
+from .errors import ConfigError, KeyMismatchError
+from .key import Key
+
+__all__ = ["MarkConfig", "MarkResult", "mark", "psnr", "image_seeds", "marker_channels"]
+
+
+@dataclass(frozen=True)
+class MarkConfig:
+    """Settings of the marking optimisation; defaults are tuned for Fashion-MNIST and the built-in ``cnn``.
+
+    Attributes:
+        steps: optimisation steps per image (0 returns the images unchanged).
+        lr: Adam step size in pixel units ([0, 1] scale), decayed with a cosine schedule.
+        epsilon: L-infinity radius in [0, 1] pixel units (0 returns the images unchanged).
+        min_psnr: quality floor in dB that every output image meets (peak 1, MSE over all values).
+        lambda_ft: weight of the feature-shift norm (keeps the shift pointing along the carrier).
+        lambda_img: weight of the squared pixel distance.
+        augment: differentiable augmentations applied at each step, in order (see ``radioactive.augment``).
+        augment_params: ranges of the random augmentations.
+        round_every: round pixels to 8 bits every this many steps (0: only at the end).
+        eval_draws: fresh augmentations over which the reported shift and cosine are averaged.
+    """
+
+    steps: int = 90
+    lr: float = 0.01
+    epsilon: float = 10 / 255
+    min_psnr: float = 40.0
+    lambda_ft: float = 0.5
+    lambda_img: float = 0.0
+    augment: tuple[str, ...] = ("crop", "flip")
+    augment_params: AugmentParams = field(default_factory=AugmentParams)
+    round_every: int = 10
+    eval_draws: int = 1
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "augment", tuple(self.augment))
+        if isinstance(self.augment_params, dict):
+            object.__setattr__(self, "augment_params", AugmentParams(**self.augment_params))
+        checks = [
+            (isinstance(self.steps, int) and self.steps >= 0, f"steps must be an integer >= 0, got {self.steps!r}"),
+            (self.lr > 0 and math.isfinite(self.lr), f"lr must be > 0, got {self.lr!r}"),
+            (0 <= self.epsilon <= 1, f"epsilon must be in [0, 1] (pixel units; 10/255 = {10 / 255:.4f}), got {self.epsilon!r}"),
+            (0 < self.min_psnr < 200, f"min_psnr must be in (0, 200) dB, got {self.min_psnr!r}"),
+            (self.lambda_ft >= 0 and self.lambda_img >= 0, "lambda_ft and lambda_img must be >= 0"),
+            (isinstance(self.round_every, int) and self.round_every >= 0, f"round_every must be an integer >= 0, got {self.round_every!r}"),
+            (isinstance(self.eval_draws, int) and self.eval_draws >= 0, f"eval_draws must be an integer >= 0, got {self.eval_draws!r}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+        Augmentation(self.augment, (8, 8), self.augment_params)  # validates the names
+        if self.epsilon > 16 / 255:
+            warnings.warn(f"epsilon {self.epsilon:.4f} is above 16/255: marks may become visible", stacklevel=3)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["augment"] = list(self.augment)
+        out["augment_params"] = {name: list(value) for name, value in out["augment_params"].items()}
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MarkConfig:
+        known = set(cls.__dataclass_fields__)
+        unknown = set(data) - known
+        if unknown:
+            raise ConfigError(f"unknown marking settings {sorted(unknown)}; valid: {sorted(known)}")
+        data = dict(data)
+        if "augment_params" in data and isinstance(data["augment_params"], dict):
+            data["augment_params"] = AugmentParams(**{k: tuple(v) for k, v in data["augment_params"].items()})
+        if "augment" in data:
+            data["augment"] = tuple(data["augment"])
+        return cls(**data)
+
+
+@dataclass(frozen=True, eq=False)
+class MarkResult:
+    """Marked images and per-image statistics.
+
+    Attributes:
+        images: ``(N, c, H, W)`` float32 in [0, 1], 8-bit exact (``images * 255`` is integral).
+        psnr: ``(N,)`` float64 dB against the 8-bit input (``inf`` for an unchanged image).
+        shift: ``(N,)`` float64 ``<phi(A(x~)) - phi(A(x)), u_k>`` under fresh augmentations ``A``.
+        cosine: ``(N,)`` float64 cosine between that feature shift and the carrier (0 where no shift).
+    """
+
+    images: torch.Tensor
+    psnr: torch.Tensor
+    shift: torch.Tensor
+    cosine: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Summary statistics (no pixels)."""
+        finite = self.psnr[torch.isfinite(self.psnr)]
+        return {
+            "count": len(self),
+            "psnr_min": float(self.psnr.min()) if len(self) else None,
+            "psnr_mean_finite": float(finite.mean()) if finite.numel() else None,
+            "shift_mean": float(self.shift.mean()) if len(self) else None,
+            "cosine_mean": float(self.cosine.mean()) if len(self) else None,
+            "fraction_positive_shift": float((self.shift > 0).double().mean()) if len(self) else None,
+        }
+
+
+def psnr(marked: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
+    """PSNR in dB ``(N,)`` float64 of [0, 1] images ``(N, c, H, W)`` (peak 1; ``inf`` where identical)."""
+    mse = (marked.double() - original.double()).pow(2).flatten(1).mean(1)
+    return torch.where(mse > 0, -10 * torch.log10(mse.clamp_min(1e-300)), torch.full_like(mse, math.inf))
+
+
+def image_seeds(seed: int, ids: Sequence[str | int]) -> list[int]:
+    """One 63-bit seed per image, derived from a run seed and each image's identity."""
+    out = []
+    for ident in ids:
+        digest = hashlib.sha256(f"{int(seed)}\x00{ident}".encode()).digest()
+        out.append(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
+    return out
+
+
+def marker_channels(marker: Any) -> int:
+    spec = marker.spec
+    return spec.in_channels if spec.source == "builtin" else len(spec.mean)
+
+
+def _adapt_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
+    if x.shape[1] == channels:
+        return x
+    if x.shape[1] == 1:
+        return x.expand(-1, channels, -1, -1)
+    if channels == 1:
+        return x.mean(1, keepdim=True)
+    raise ConfigError(f"images have {x.shape[1]} channels but the marker takes {channels}")
+
+
+def _resolve_carriers(marker: Any, carriers: Key | torch.Tensor) -> torch.Tensor:
+    if isinstance(carriers, Key):
+        carriers.check_marker(marker.info)
+        carriers = carriers.carriers
+    if not isinstance(carriers, torch.Tensor) or carriers.dim() != 2:
+        raise ConfigError("carriers must be a Key or a (classes, dim) tensor")
+    if carriers.shape[1] != marker.feature_dim:
+        raise KeyMismatchError(
+            f"carriers have dimension {carriers.shape[1]} but the marker's features have {marker.feature_dim}; "
+            "use carriers made for this marking network"
+        )
+    carriers = carriers.to(torch.float64)
+    return carriers / carriers.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+
+def _default_batch_size(input_size: tuple[int, int]) -> int:
+    return int(max(1, min(512, (1 << 19) // (input_size[0] * input_size[1]))))
+
+
+def _finish(x0_int: torch.Tensor, delta: torch.Tensor, eps_int: int, max_sq: torch.Tensor) -> torch.Tensor:
+    """Round to 8 bits within the box and the L-inf radius, then shrink the integer perturbation of any
+    image whose squared error exceeds ``max_sq`` (per image, in 8-bit units) until it meets it."""
+    target = torch.round((x0_int + delta * 255).clamp(0, 255))
+    d_int = (target - x0_int).clamp(-eps_int, eps_int)  # (B, c, H, W) integral
+    sq = d_int.pow(2).flatten(1).sum(1)
+    over = sq > max_sq
+    if bool(over.any()):
+        scale = (max_sq / sq.clamp_min(1)).sqrt().view(-1, 1, 1, 1)
+        shrunk = torch.round(d_int * scale)
+        again = shrunk.pow(2).flatten(1).sum(1) > max_sq
+        # Truncation toward zero can only shrink every value, so it always meets the bound.
+        shrunk = torch.where(again.view(-1, 1, 1, 1), torch.trunc(d_int * scale), shrunk)
+        d_int = torch.where(over.view(-1, 1, 1, 1), shrunk, d_int)
+    return x0_int + d_int
+
+
+def mark(
+    marker: Any,
+    images: torch.Tensor,
+    labels: torch.Tensor | Sequence[int],
+    carriers: Key | torch.Tensor,
+    config: MarkConfig | None = None,
+    *,
+    seed: int | Sequence[int] = 0,
+    batch_size: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> MarkResult:
+    """Mark a batch of images so that the marker's features move along their class carriers.
+
+    Args:
+        marker: a :class:`radioactive.Marker` (frozen; its device and dtype are used).
+        images: ``(N, c, H, W)`` float in [0, 1] (or uint8), one size per call; quantised to 8 bits first.
+            ``c`` is 1 or 3; it is adapted to the marker's channels inside (grey repeated, colour averaged).
+        labels: ``(N,)`` class indices in ``[0, C)``.
+        carriers: a :class:`radioactive.Key` (checked against the marker) or a ``(C, d)`` tensor, e.g.
+            ``key.control_carriers(j)``.
+        config: :class:`MarkConfig`.
+        seed: run seed (image ``i`` gets stream ``(seed, i)``) or one seed per image (``N`` ints).
+        batch_size: images optimised together (default: about 2^19 marker-input pixels per batch).
+        progress: called with the number of images finished after each batch.
+
+    Returns:
+        :class:`MarkResult` on the images' device.
+
+    Raises:
+        KeyMismatchError: the key was made for another marking network, or carriers of the wrong dimension.
+        ConfigError: bad shapes, labels or pixel range.
+
+    Examples:
+        >>> import torch
+        >>> from radioactive import Marker, NetSpec
+        >>> from radioactive.nets import build_from_spec
+        >>> spec = NetSpec("cnn", 4, input_size=(16, 16), kwargs={"width": 4, "feature_dim": 8})
+        >>> marker = Marker.from_model(build_from_spec(spec), spec)
+        >>> carriers = torch.nn.functional.normalize(torch.randn(4, 8, dtype=torch.float64), dim=1)
+        >>> result = mark(marker, torch.rand(3, 1, 16, 16), torch.tensor([0, 1, 2]), carriers,
+        ...               MarkConfig(steps=3), seed=0)
+        >>> bool((result.psnr >= 40).all())
+        True
+    """
+    config = config or MarkConfig()
+    if not isinstance(images, torch.Tensor) or images.dim() != 4:
+        raise ConfigError(f"images must be a (N, c, H, W) tensor, got {getattr(images, 'shape', type(images))}")
+    labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1).cpu()
+    count = images.shape[0]
+    if labels.shape[0] != count:
+        raise ConfigError(f"{count} images but {labels.shape[0]} labels")
+    carriers = _resolve_carriers(marker, carriers)
+    if count and (int(labels.min()) < 0 or int(labels.max()) >= carriers.shape[0]):
+        raise ConfigError(f"labels must lie in [0, {carriers.shape[0]}); got range [{int(labels.min())}, {int(labels.max())}]")
+    if images.dtype == torch.uint8:
+        images = images.float() / 255
+    elif not images.is_floating_point():
+        raise ConfigError(f"images must be float in [0, 1] or uint8, got {images.dtype}")
+    if count and (float(images.min()) < 0 or float(images.max()) > 1):
+        raise ConfigError("images must lie in [0, 1]; divide 8-bit images by 255")
+    if isinstance(seed, int):
+        seeds = image_seeds(seed, range(count))
+    else:
+        seeds = [int(s) for s in seed]
+        if len(seeds) != count:
+            raise ConfigError(f"{count} images but {len(seeds)} seeds")
+
+    out_device = images.device
+    batch_size = batch_size or _default_batch_size(marker.spec.input_size)
+    chunks = []
+    for start in range(0, count, batch_size):
+        end = min(count, start + batch_size)
+        chunks.append(_mark_batch(marker, images[start:end], labels[start:end], carriers, config, seeds[start:end]))
+        if progress is not None:
+            progress(end - start)
+    if not chunks:
+        empty = torch.zeros(0, dtype=torch.float64)
+        return MarkResult(images=images.float().clone(), psnr=empty, shift=empty.clone(), cosine=empty.clone())
+    return MarkResult(
+        images=torch.cat([c[0] for c in chunks]).to(out_device),
+        psnr=torch.cat([c[1] for c in chunks]),
+        shift=torch.cat([c[2] for c in chunks]),
+        cosine=torch.cat([c[3] for c in chunks]),
+    )
+
+
+def _mark_batch(
+    marker: Any, images: torch.Tensor, labels: torch.Tensor, carriers: torch.Tensor, config: MarkConfig,
+    seeds: list[int],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    model = marker.model
+    device = marker.device
+    param = next(model.parameters(), None)
+    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+    channels = marker_channels(marker)
+    input_size = tuple(marker.spec.input_size)
+    augmentation = Augmentation(config.augment, input_size, config.augment_params)
+    width = augmentation.num_uniforms
+    draws = config.steps + config.eval_draws
+    # Per-image streams: an image's augmentations do not depend on its batch-mates.
+    uniforms = torch.stack([
+        torch.rand(draws, width, generator=torch.Generator().manual_seed(s), dtype=torch.float64) for s in seeds
+    ], 1) if width else torch.zeros(draws, len(seeds), 0, dtype=torch.float64)  # (draws, B, width)
+
+    x0_int = torch.round(images.detach().to(device=device, dtype=torch.float32) * 255)  # (B, c, H, W)
+    x0 = (x0_int / 255).to(dtype)
+    u = carriers[labels].to(device=device, dtype=dtype)  # (B, d)
+    n_values = x0[0].numel()
+    max_sq_int = torch.full((len(seeds),), n_values * 255.0**2 * 10 ** (-config.min_psnr / 10), device=device)
+    eps_int = int(math.floor(config.epsilon * 255 + 1e-6))
+
+    def features(x: torch.Tensor) -> torch.Tensor:
+        x = _adapt_channels(x, channels).contiguous(memory_format=torch.channels_last)
+        return marker.features(x)
+
+    was_training = model.training
+    frozen = [p for p in model.parameters() if p.requires_grad]
+    model.eval()
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        if config.steps > 0 and eps_int > 0:
+            delta = _optimise(features, augmentation, x0, u, uniforms, config, eps_int, max_sq_int, input_size)
+        else:
+            delta = torch.zeros_like(x0)
+        marked_int = _finish(x0_int, delta.float(), eps_int, max_sq_int)
+        marked = (marked_int / 255).to(dtype)
+        shift, cosine = _evaluate(features, augmentation, x0, marked, u, uniforms[config.steps:])
+    finally:
+        model.train(was_training)
+        for p in frozen:
+            p.requires_grad_(True)
+    return (marked.float(), psnr(marked_int / 255, x0_int / 255).cpu(), shift.cpu(), cosine.cpu())
+
+
+def _optimise(
+    features: Callable[[torch.Tensor], torch.Tensor], augmentation: Augmentation, x0: torch.Tensor, u: torch.Tensor,
+    uniforms: torch.Tensor, config: MarkConfig, eps_int: int, max_sq_int: torch.Tensor, input_size: tuple[int, int],
+) -> torch.Tensor:
+    with torch.no_grad():
+        clean = features(resize_to(x0, input_size))  # (B, d)
+    eps = eps_int / 255
+    # Leave room for the rounding noise so the final fix-up rarely has to shrink anything.
+    radius = (max_sq_int.sqrt() / 255 * 0.97).view(-1, 1, 1, 1)
+    delta = torch.zeros_like(x0)
+    moment1 = torch.zeros_like(x0)
+    moment2 = torch.zeros_like(x0)
+    beta1, beta2 = 0.9, 0.999
+    for step in range(config.steps):
+        delta.requires_grad_(True)
+        shifted = features(augmentation(x0 + delta, uniforms[step])) - clean  # (B, d)
+        loss = -(shifted * u).sum() + config.lambda_ft * shifted.norm(dim=1).sum()
+        if config.lambda_img:
+            loss = loss + config.lambda_img * delta.pow(2).sum()
+        (grad,) = torch.autograd.grad(loss, delta)
+        with torch.no_grad():
+            delta = delta.detach()
+            lr = config.lr * 0.5 * (1 + math.cos(math.pi * step / config.steps))
+            moment1.mul_(beta1).add_(grad, alpha=1 - beta1)
+            moment2.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            correction1 = 1 - beta1 ** (step + 1)
+            correction2 = 1 - beta2 ** (step + 1)
+            denom = (moment2 / correction2).sqrt_().add_(1e-12)
+            delta.addcdiv_(moment1, denom, value=-lr / correction1)
+            if config.round_every and (step + 1) % config.round_every == 0 and step + 1 < config.steps:
+                delta = torch.round((x0 + delta) * 255) / 255 - x0
+            delta = _project(delta, x0, eps, radius)
+    return delta.detach()
+
+
+def _project(delta: torch.Tensor, x0: torch.Tensor, eps: float, radius: torch.Tensor) -> torch.Tensor:
+    delta = delta.clamp(-eps, eps)
+    delta = (x0 + delta).clamp(0, 1) - x0
+    norm = delta.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+    return delta * (radius / norm.clamp_min(1e-12)).clamp(max=1.0)
+
+
+@torch.no_grad()
+def _evaluate(
+    features: Callable[[torch.Tensor], torch.Tensor], augmentation: Augmentation, x0: torch.Tensor,
+    marked: torch.Tensor, u: torch.Tensor, uniforms: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Shift along the carrier and cosine with it, under fresh augmentations shared by both versions."""
+    count = x0.shape[0]
+    shift = torch.zeros(count, dtype=torch.float64, device=x0.device)
+    cosine = torch.zeros_like(shift)
+    if uniforms.shape[0] == 0:
+        return shift, cosine
+    changed = (marked != x0).flatten(1).any(1)
+    if not bool(changed.any()):
+        return shift, cosine
+    for draw in uniforms:
+        both = augmentation(torch.cat([marked[changed], x0[changed]]), torch.cat([draw[changed.cpu()]] * 2))
+        feats = features(both).double()
+        diff = feats[: int(changed.sum())] - feats[int(changed.sum()):]  # (n, d)
+        along = (diff * u[changed].double()).sum(1)
+        shift[changed] += along
+        cosine[changed] += along / diff.norm(dim=1).clamp_min(1e-12)
+    return shift / uniforms.shape[0], cosine / uniforms.shape[0]
