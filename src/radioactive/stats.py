@@ -221,7 +221,9 @@ def t_log_sf(t: float | np.ndarray, dof: float) -> np.ndarray | float:
     return float(out) if np.ndim(t) == 0 else out
 
 
-def control_t_statistic(true_value: np.ndarray, controls: np.ndarray) -> tuple[np.ndarray, int]:
+def control_t_statistic(
+    true_value: np.ndarray, controls: np.ndarray, *, floor: np.ndarray | float | None = None
+) -> tuple[np.ndarray, int]:
     """Prediction-interval t statistic of the true value against K controls, per row.
 
     If the K + 1 values are i.i.d. normal, (x_0 - mean(x_1..K)) / (s sqrt(1 + 1/K)) follows Student's t
@@ -230,6 +232,7 @@ def control_t_statistic(true_value: np.ndarray, controls: np.ndarray) -> tuple[n
     Args:
         true_value: ``(C,)`` statistic of the true carrier set per class.
         controls: ``(C, K)`` the same statistic for each control set.
+        floor: smallest spread used (per row), e.g. the resolution of a discrete statistic.
 
     Returns:
         ``(C,)`` t statistics and the degrees of freedom K - 1.
@@ -240,6 +243,8 @@ def control_t_statistic(true_value: np.ndarray, controls: np.ndarray) -> tuple[n
     if num_controls < 3:
         raise ValueError(f"a t statistic against controls needs at least 3 control sets, got {num_controls}")
     spread = controls.std(axis=1, ddof=1)
+    if floor is not None:
+        spread = np.maximum(spread, floor)
     spread = np.where(spread > 0, spread, np.finfo(np.float64).tiny)
     t = (true_value - controls.mean(axis=1)) / (spread * math.sqrt(1.0 + 1.0 / num_controls))
     return t, num_controls - 1

@@ -2,15 +2,8 @@
 
 from __future__ import annotations
 
+from .black_box import Probes, blackbox
 from .verdict import ClassScore, Verdict, format_p
-from .whitebox import align, random_key, whitebox
+from .white_box import align, random_key, whitebox
 
-__all__ = ["ClassScore", "Verdict", "align", "format_p", "random_key", "whitebox", "blackbox", "Probes"]
-
-
-def __getattr__(name: str):
-    if name in ("blackbox", "Probes"):
-        from . import blackbox as _blackbox
-
-        return getattr(_blackbox, name)
-    raise AttributeError(f"module 'radioactive.detect' has no attribute {name!r}")
+__all__ = ["ClassScore", "Probes", "Verdict", "align", "blackbox", "format_p", "random_key", "whitebox"]
