@@ -125,6 +125,7 @@ def marked_versions(
     seed: int = 0,
     cache_dir: str | os.PathLike | None = None,
     batch_size: int | None = None,
+    max_images_per_call: int = 4096,
 ):
     """Yield ``(index, images uint8 (N, c, H, W))`` for the true version (0) and control sets 1..K.
 
@@ -132,25 +133,48 @@ def marked_versions(
     there otherwise (safetensors, mode 0600, in an owner-only folder), keyed by the key's fingerprint, the
     probes' hash, the marking settings and seed.
     """
-    from ..mark import MarkConfig, mark
+    from ..mark import MarkConfig, image_seeds, mark
 
     config = config if config is not None else MarkConfig()
     folder = _cache_dir(cache_dir) if cache_dir is not None else None
     probe_fp = probes.fingerprint()
     config_fp = _config_fingerprint(config, seed, marker)
+    count = len(probes)
+    # Every version uses the same per-image augmentation streams, so versions differ only by their carriers.
+    seeds = image_seeds(seed, range(count))
+    per_call = max(1, max_images_per_call // max(count, 1))
+
+    def flush(group: list[int]):
+        if not group:
+            return
+        carriers = torch.cat([key.carriers if j == 0 else key.control_carriers(j - 1) for j in group])
+        labels = torch.cat([probes.labels + position * key.num_classes for position in range(len(group))])
+        result = mark(marker, probes.images.repeat(len(group), 1, 1, 1), labels, carriers, config,
+                      seed=seeds * len(group), batch_size=batch_size)
+        marked = (result.images.detach().cpu() * 255).round().clamp(0, 255).to(torch.uint8)
+        for position, j in enumerate(group):
+            images = marked[position * count : (position + 1) * count]
+            if folder is not None:
+                _write_cache(folder / f"{key.fingerprint}-{probe_fp}-{config_fp}-{j}.safetensors", images,
+                             probe_fp, key, config_fp, j)
+            yield j, images
+        group.clear()
+
+    pending: list[int] = []
     for index in range(num_controls + 1):
         if index == 0 and probes.published is not None:
             yield 0, probes.published
             continue
-        carriers = key.carriers if index == 0 else key.control_carriers(index - 1)
         path = folder / f"{key.fingerprint}-{probe_fp}-{config_fp}-{index}.safetensors" if folder else None
         images = _read_cache(path, probes, key, config_fp, index) if path is not None else None
-        if images is None:
-            result = mark(marker, probes.images, probes.labels, carriers, config, seed=seed, batch_size=batch_size)
-            images = (result.images.detach().cpu() * 255).round().clamp(0, 255).to(torch.uint8)
-            if path is not None:
-                _write_cache(path, images, probe_fp, key, config_fp, index)
-        yield index, images
+        if images is not None:
+            yield from flush(pending)
+            yield index, images
+        else:
+            pending.append(index)
+            if len(pending) >= per_call:
+                yield from flush(pending)
+    yield from flush(pending)
 
 
 def _write_cache(path: Path, images: torch.Tensor, probe_fp: str, key: Key, config_fp: str, index: int) -> None:
