@@ -262,7 +262,7 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, ba
     try:
         for start in range(0, len(index), batch_size):
             idx = index[start : start + batch_size]
-            x = _as_float(images[idx].to(device))
+            x = _as_float(images[idx].to(device)).contiguous(memory_format=torch.channels_last)
             y = labels[idx].to(device)
             logits = model(x)
             correct += (logits.argmax(1) == y).sum().double().cpu()
@@ -373,6 +373,8 @@ def fit(
             device = _model_device(model)
         device = torch.device(device)
         model.to(device)
+        # Channels-last convolutions run several times faster on CPU (oneDNN) and use tensor cores on GPU.
+        model.to(memory_format=torch.channels_last)
         example = _as_float(images[:2].to(device))
         if mode in ("finetune", "linear_probe"):
             split = split_head(model, example, head=head)
@@ -426,6 +428,7 @@ def fit(
                 aug_gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + step * 7919 + rank)
                 x = _as_float(images[idx].to(device, non_blocking=True))
                 x = augment_batch(x, padding=recipe.crop_padding, flip=recipe.flip, generator=aug_gen)
+                x = x.contiguous(memory_format=torch.channels_last)
                 y = labels[idx].to(device, non_blocking=True)
                 for group in optimizer.param_groups:
                     group["lr"] = recipe.lr * _lr_factor(recipe, step, total_steps, steps_per_epoch)

@@ -1,0 +1,166 @@
+import json
+import math
+
+import pytest
+import torch
+
+from radioactive.errors import ConfigError
+from radioactive.experiment import (
+    ExperimentConfig,
+    ModelSetting,
+    aggregate,
+    config_from_dict,
+    dry_run,
+    expand_grid,
+    load_config,
+    markdown_table,
+    run_experiment,
+)
+from radioactive.marker import Marker
+from radioactive.nets import NetSpec, build_from_spec
+
+TINY = {"width": 4, "feature_dim": 8}
+
+
+def toy_splits(seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+
+    def make(num):
+        labels = torch.arange(num) % 4
+        images = torch.rand(num, 1, 16, 16, generator=gen) * 0.3
+        for i, label in enumerate(labels.tolist()):
+            row, col = divmod(label, 2)
+            images[i, 0, 1 + 8 * row : 7 + 8 * row, 1 + 8 * col : 7 + 8 * col] += 0.6
+        return (images.clamp(0, 1) * 255).round().to(torch.uint8), labels
+
+    return {"train": make(80), "val": make(40), "test": make(24)}
+
+
+def tiny_marker():
+    spec = NetSpec("cnn", 4, input_size=(16, 16), kwargs=TINY)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = build_from_spec(spec)
+    return Marker.from_model(model, spec)
+
+
+def tiny_config(**changes):
+    base = dict(
+        name="tiny",
+        fractions=(0.0, 0.25),
+        seeds=(0,),
+        models=(ModelSetting(mode="scratch", arch="cnn", kwargs=TINY), ModelSetting(mode="linear_probe")),
+        mark={"steps": 2, "min_psnr": 30.0},
+        train={"epochs": 1, "batch_size": 32, "flip": False},
+        detect={"reference_images": 16, "probes": 16, "num_controls": 3, "reference_model": False},
+    )
+    base.update(changes)
+    return config_from_dict(base)
+
+
+def test_grid_expansion_and_hashes_are_stable():
+    config = tiny_config(seeds=(0, 1))
+    runs = expand_grid(config)
+    assert len(runs) == 2 * 2 * 2
+    assert len({r.run_id for r in runs}) == len(runs)
+    assert [r.run_id for r in expand_grid(tiny_config(seeds=(0, 1)))] == [r.run_id for r in runs]
+    changed = {r.run_id for r in expand_grid(tiny_config(seeds=(0, 1), mark={"steps": 3, "min_psnr": 30.0}))}
+    assert not changed & {r.run_id for r in runs}
+    # The experiment's name and the other cells of the grid do not change a run's identity.
+    assert expand_grid(tiny_config(name="other", seeds=(0,)))[0].run_id == runs[0].run_id
+
+
+def test_modes_and_archs_cartesian_and_errors():
+    config = config_from_dict({"modes": ["scratch"], "archs": ["cnn", "resnet_narrow"]})
+    assert [m.name for m in config.models] == ["scratch-cnn", "scratch-resnet_narrow"]
+    with pytest.raises(ConfigError, match="unknown experiment settings"):
+        config_from_dict({"fraction": [0.1]})
+    with pytest.raises(ConfigError, match=r"fractions must lie in \[0, 1\]"):
+        config_from_dict({"fractions": [5]})
+    with pytest.raises(ConfigError, match="unknown training mode"):
+        config_from_dict({"models": [{"mode": "pretrain"}]})
+    with pytest.raises(ConfigError, match="unknown marking settings"):
+        config_from_dict({"mark": {"stepz": 3}})
+    with pytest.raises(ConfigError, match="unknown recipe fields"):
+        config_from_dict({"train": {"epoch": 3}})
+    with pytest.raises(ConfigError, match="unknown tests"):
+        config_from_dict({"detect": {"tests": ["whitebox", "greybox"]}})
+
+
+def test_shipped_configs_validate():
+    for name in ("fashion-mnist.toml", "imagenet-resnet18.toml", "demo.toml"):
+        config = load_config(f"configs/{name}")
+        lines = dry_run(config)
+        assert lines[0].startswith(config.name)
+    fmnist = load_config("configs/fashion-mnist.toml")
+    assert fmnist.fractions == (0.0, 0.01, 0.02, 0.05, 0.10, 0.20) and len(fmnist.seeds) == 3
+    assert {m.mode for m in fmnist.models} == {"scratch", "linear_probe"}
+
+
+def test_yaml_config(tmp_path):
+    path = tmp_path / "grid.yaml"
+    path.write_text("name: y\nfractions: [0, 0.05]\nseeds: [1, 2]\nmodels:\n  - {mode: scratch, arch: resnet_narrow}\n")
+    config = load_config(path)
+    assert config.seeds == (1, 2) and config.models[0].arch == "resnet_narrow"
+    with pytest.raises(ConfigError, match="must be .toml, .yaml or .yml"):
+        (tmp_path / "grid.txt").write_text("x")
+        load_config(tmp_path / "grid.txt")
+
+
+def test_run_experiment_end_to_end_resumes(tmp_path):
+    config = tiny_config()
+    data, marker = toy_splits(), tiny_marker()
+    lines = []
+    records = run_experiment(config, tmp_path, marker=marker, data=data, progress=lines.append)
+    assert len(records) == 4 and len(list((tmp_path / "runs").glob("*.json"))) == 4
+    for record in records:
+        assert set(record["log10_p"]) == {"whitebox", "blackbox"}
+        assert all(v <= 0 for v in record["log10_p"].values())
+        assert 0 <= record["test_accuracy"] <= 1
+        assert record["marked_images"] == (20 if record["fraction"] == 0.25 else 0)
+        if record["fraction"] > 0:
+            assert record["psnr_min"] >= 30.0 - 1e-6
+    table = (tmp_path / "results.md").read_text()
+    assert "whitebox log10 p" in table and "linear_probe-marker" in table
+    assert (tmp_path / "plot.png").stat().st_size > 1000
+    summary = json.loads((tmp_path / "results.json").read_text())
+    assert len(summary["rows"]) == 4
+    # Rerun: everything is cached, nothing is recomputed.
+    again = run_experiment(config, tmp_path, marker=marker, data=data, progress=lines.append)
+    assert sum("cached" in line for line in lines) == 4
+    assert [r["run_id"] for r in again] == [r["run_id"] for r in records]
+
+
+def test_nested_marked_subsets(tmp_path):
+    from radioactive.experiment import Context
+
+    config = tiny_config(fractions=(0.1, 0.25, 0.5))
+    context = Context(config, tmp_path, marker=tiny_marker(), data=toy_splits())
+    small, marked_small, _ = context.marked_subset(0, 0.25)
+    large, marked_large, _ = context.marked_subset(0, 0.5)
+    assert set(small.tolist()) <= set(large.tolist())
+    rows = [large.tolist().index(i) for i in small.tolist()]
+    assert torch.equal(marked_large[rows], marked_small)
+    labels = context.data["train"][1]
+    assert torch.bincount(labels[large], minlength=4).tolist() == [10, 10, 10, 10]
+
+
+def test_aggregate_and_table():
+    records = [
+        {"model": "m", "fraction": 0.1, "seed": s, "test_accuracy": 0.9 + s / 100, "psnr_min": 40.0,
+         "psnr_mean": 42.0, "log10_p": {"whitebox": -s - 1.0}, "seconds": {"total": 10.0}}
+        for s in range(3)
+    ]
+    rows = aggregate(records)
+    assert rows[0]["whitebox_log10_p_median"] == -2.0
+    assert rows[0]["whitebox_log10_p_range"] == [-3.0, -1.0]
+    assert rows[0]["whitebox_detected"] == sum(-s - 1.0 <= math.log10(0.05) for s in range(3))
+    text = markdown_table(rows, ["whitebox"])
+    assert "-2.00 [-3.00, -1.00]" in text and "91.00 %" in text
+
+
+def test_experiment_config_roundtrip():
+    config = tiny_config()
+    again = config_from_dict({k: v for k, v in config.to_dict().items()})
+    assert isinstance(again, ExperimentConfig)
+    assert [r.run_id for r in expand_grid(again)] == [r.run_id for r in expand_grid(config)]
