@@ -123,10 +123,9 @@ class Verdict:
         lines.append(f"p-value     {format_p(self.log10_p)}  (log10 p = {self.log10_p:.3f}, z = {self.z:.2f})")
         if self.alignment:
             align = self.alignment
-            lines.append(
-                f"alignment   {align.get('method')} (R^2 {align.get('r2', float('nan')):.3f}; "
-                f"identity R^2 {align.get('r2_identity', float('nan')):.3f})"
-            )
+            identity = align.get("r2_identity", float("nan"))
+            extra = f"; identity R^2 {identity:.3f}" if align.get("method") != "identity" and math.isfinite(identity) else ""
+            lines.append(f"alignment   {align.get('method')} (R^2 {align.get('r2', float('nan')):.3f}{extra})")
         counts = ", ".join(f"{k} {v}" for k, v in self.counts.items())
         if counts:
             lines.append(f"counts      {counts}")

@@ -1,0 +1,179 @@
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats as sps
+
+from radioactive import stats
+from radioactive.detect import Verdict, align, whitebox
+from radioactive.detect.white_box import prepare, random_key, verdict_from_parts
+from radioactive.errors import ConfigError, DatasetError, KeyMismatchError
+from radioactive.key import Key
+from radioactive.marker import Marker
+from radioactive.nets import NetSpec, build_from_spec
+
+SPEC = NetSpec("cnn", 10, input_size=(16, 16), kwargs={"width": 8, "feature_dim": 32})
+
+
+@pytest.fixture(scope="module")
+def marker() -> Marker:
+    torch.manual_seed(0)
+    return Marker.from_model(build_from_spec(SPEC), SPEC)
+
+
+@pytest.fixture(scope="module")
+def reference() -> torch.Tensor:
+    return torch.rand(120, 1, 16, 16, generator=torch.Generator().manual_seed(1))
+
+
+def _suspect_with_carriers(marker: Marker, key: Key, beta: float) -> torch.nn.Module:
+    model = copy.deepcopy(marker.model)
+    for param in model.parameters():
+        param.requires_grad_(False)
+    model[1].fc.weight += beta * key.carriers.float()
+    return model
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.05, 0.2, 1.0])
+def test_positive_control_matches_analytic(marker, reference, beta):
+    key = Key.generate(marker.info, seed=5)
+    suspect = _suspect_with_carriers(marker, key, beta)
+    verdict = whitebox(suspect, key, reference, marker=marker)
+    assert verdict.alignment["method"] == "identity"
+    assert verdict.alignment["r2_identity"] == pytest.approx(1.0)
+    rows = suspect[1].fc.weight.detach().double()
+    expected = (rows * key.carriers).sum(1) / rows.norm(dim=1)
+    observed = np.array([c.cosine for c in verdict.classes])
+    np.testing.assert_allclose(observed, expected.numpy(), atol=1e-12)
+    expected_log10 = stats.fisher_log_sf(stats.cosine_log_sf(expected.numpy(), 32)) / math.log(10)
+    assert verdict.log10_p == pytest.approx(expected_log10, rel=1e-9, abs=1e-12)
+    if beta >= 1.0:
+        assert verdict.detected and verdict.log10_p < -10
+    assert isinstance(verdict, Verdict) and verdict.to_dict()["classes"][0]["cosine"] == observed[0]
+
+
+def test_lstsq_alignment_recovers_a_rotation(marker, reference):
+    """A suspect whose features are a rotation of the marker's, with rows rotated alike, aligns exactly."""
+    key = Key.generate(marker.info, seed=6)
+    rotation, _ = torch.linalg.qr(torch.randn(32, 32, generator=torch.Generator().manual_seed(2)))
+
+    class Rotated(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = copy.deepcopy(marker.model)
+            self.fc = torch.nn.Linear(32, 10)
+            with torch.no_grad():
+                rows = marker.split.head.weight + 0.5 * key.carriers.float()
+                self.fc.weight.copy_(rows @ rotation.float())
+                self.fc.bias.copy_(marker.split.head.bias)
+
+        def forward(self, x):
+            feats = self.inner[1].body(self.inner[0](x))
+            return self.fc(feats @ rotation.float())
+
+    verdict = whitebox(Rotated(), key, reference, marker=marker, alignment="lstsq")
+    assert verdict.alignment["method"] == "lstsq"
+    assert verdict.alignment["r2"] > 0.9999
+    rows = (marker.split.head.weight.detach().double() + 0.5 * key.carriers)
+    expected = (rows * key.carriers).sum(1) / rows.norm(dim=1)
+    np.testing.assert_allclose([c.cosine for c in verdict.classes], expected.numpy(), atol=1e-4)
+
+
+def test_align_function_exact():
+    gen = torch.Generator().manual_seed(3)
+    f_m = torch.randn(200, 8, generator=gen, dtype=torch.float64)
+    mapping = torch.randn(8, 5, generator=gen, dtype=torch.float64)
+    got, r2 = align(f_m, f_m @ mapping)
+    torch.testing.assert_close(got, mapping)
+    assert r2 == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="rows differ"):
+        align(f_m, f_m[:10])
+
+
+def test_clean_suspect_is_calibrated_over_keys(marker, reference):
+    """H0: a model that never saw marks; p-values over many random keys are uniform (KS) - fast version."""
+    torch.manual_seed(11)
+    clean = build_from_spec(NetSpec("mlp", 10, input_size=(16, 16), kwargs={"hidden": 24, "input_size": 16}))
+    parts = prepare(clean, Key.generate(marker.info, seed=0), reference, marker=marker)
+    assert parts.alignment["method"] == "lstsq"
+    base = Key.generate(marker.info, seed=0)
+    p = np.array([10 ** verdict_from_parts(parts, random_key(base, s)).log10_p for s in range(400)])
+    assert sps.kstest(p, "uniform").pvalue > 0.01
+    low, high = stats.binomial_interval(len(p), 0.05, 0.99)
+    assert (p <= 0.05).sum() <= high
+
+
+def test_class_neutral_key_uses_subspace_dimension(marker, reference):
+    key = Key.generate(marker.info, seed=7, space="neutral", head_weight=marker.split.weight())
+    verdict = whitebox(_suspect_with_carriers(marker, key, 0.3), key, reference, marker=marker)
+    assert verdict.details["null_dim"] == key.null_dim == 22
+    assert verdict.log10_p < -3
+
+
+def test_class_count_mismatch_explains_and_class_map(marker, reference):
+    key = Key.generate(marker.info, seed=8)
+    other = build_from_spec(NetSpec("cnn", 5, input_size=(16, 16), kwargs={"width": 8, "feature_dim": 32}))
+    with pytest.raises(KeyMismatchError, match=r"key has 10 classes but the suspect's head has 5 outputs.*class_map"):
+        whitebox(other, key, reference, marker=marker)
+    verdict = whitebox(other, key, reference, marker=marker, class_map={0: 0, 2: 1, 4: 2})
+    assert [c.index for c in verdict.classes] == [0, 2, 4]
+    assert [c.output for c in verdict.classes] == [0, 1, 2]
+    with pytest.raises(KeyMismatchError, match="output 7"):
+        whitebox(other, key, reference, marker=marker, class_map={0: 7})
+
+
+def test_marked_reference_refused_or_warned(marker, reference):
+    key = Key.generate(marker.info, seed=9)
+    marked = torch.zeros(len(reference), dtype=torch.bool)
+    marked[3] = True
+    with pytest.raises(DatasetError, match="1 of 120 reference images are marked"):
+        whitebox(marker.model, key, reference, marker=marker, marked=marked)
+    with pytest.warns(UserWarning, match="may not be calibrated"):
+        whitebox(marker.model, key, reference, marker=marker, marked=marked, allow_marked=True)
+
+
+def test_few_reference_images_warn(marker):
+    key = Key.generate(marker.info, seed=10)
+    with pytest.warns(UserWarning, match="only 20 reference images"):
+        whitebox(marker.model, key, torch.rand(20, 1, 16, 16), marker=marker)
+
+
+def test_bad_inputs(marker, reference):
+    key = Key.generate(marker.info, seed=12)
+    with pytest.raises(ConfigError, match="unknown alignment"):
+        whitebox(marker.model, key, reference, marker=marker, alignment="procrustes")
+    with pytest.raises(DatasetError, match="empty"):
+        whitebox(marker.model, key, torch.rand(0, 1, 16, 16), marker=marker)
+    other_spec = NetSpec("cnn", 10, input_size=(16, 16), kwargs={"width": 4, "feature_dim": 32})
+    foreign = Key.generate(Marker.from_model(build_from_spec(other_spec), other_spec).info, seed=1)
+    with pytest.raises(KeyMismatchError, match="was made for marking network"):
+        whitebox(marker.model, foreign, reference, marker=marker)
+
+
+def test_null_trials_and_batches_and_mode_restored(marker, reference):
+    key = Key.generate(marker.info, seed=13)
+    suspect = _suspect_with_carriers(marker, key, 1.0)
+    suspect.train()
+    verdict = whitebox(suspect, key, reference, marker=marker, null_trials=50, null_seed=1, batch_size=7)
+    assert suspect.training
+    nt = verdict.null_trials
+    assert nt["trials"] == 50 and nt["rank"] == 1 and nt["empirical_p"] == pytest.approx(1 / 51)
+    again = whitebox(suspect, key, list(torch.split(reference, 50)), marker=marker)
+    assert again.log10_p == pytest.approx(verdict.log10_p, rel=1e-6)
+
+
+def test_verdict_validation_and_formatting(marker, reference):
+    key = Key.generate(marker.info, seed=14)
+    verdict = whitebox(_suspect_with_carriers(marker, key, 3.0), key, reference, marker=marker)
+    text = verdict.summary()
+    assert "DETECTED" in text and key.fingerprint in text
+    data = verdict.to_dict()
+    assert data["detected"] is True and data["key_fingerprint"] == key.fingerprint and "carriers" not in str(data)
+    with pytest.raises(ValueError, match="alpha"):
+        Verdict(test="x", log10_p=-1.0, alpha=1.5, classes=(), z=0.0, key_fingerprint="k")
+    from radioactive.detect import format_p
+
+    assert format_p(-1087.25) == "10^-1087.2" or format_p(-1087.25) == "10^-1087.3"
+    assert format_p(-1.0) == "0.1"
