@@ -428,6 +428,14 @@ class Context:
             return make_spec(model.arch, num_classes, self.data["train"][0], kwargs=model.kwargs), network
         return network, None
 
+    def init_spec(self, model: ModelSetting) -> Any:
+        """The spec of the network a ``finetune``/``linear_probe`` run starts from."""
+        if model.init == "marker":
+            return self.marker.spec
+        from .nets import load_checkpoint
+
+        return load_checkpoint(model.init)[1]
+
     def reference_model(self) -> torch.nn.Module:
         """The auditor's clean model (same recipe, ``reference_arch``, its own seed), trained once and cached."""
         if self._reference_model is None:
@@ -529,6 +537,7 @@ def run_one(spec: RunSpec, context: Context, *, keep_model: bool = False) -> dic
     }
     if keep_model:
         record["_model"] = model
+        record["_spec"] = result.spec if result.spec is not None else context.init_spec(spec.model)
         record["_verdicts"] = verdicts
     return record
 

@@ -1,0 +1,246 @@
+"""The whole story on Fashion-MNIST, as one small experiment.
+
+The owner's marking network (cached, or trained in a few minutes), a key, ``fraction`` of the 55k training
+images marked and published; a suspect trained from scratch on the published data and a clean control
+trained on the unmarked data; the white-box and black-box tests on both; the verdicts side by side and an
+HTML report. It is :func:`radioactive.experiment.run_one` twice (fractions 0 and ``fraction``).
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ._io import atomic_write, atomic_write_bytes, atomic_write_json
+from .experiment import Context, ExperimentConfig, ModelSetting, RunSpec, _shared, config_from_dict, run_one
+
+__all__ = ["demo_config", "run_demo", "DemoResult", "format_side_by_side"]
+
+log = logging.getLogger(__name__)
+
+
+def demo_config(
+    *,
+    fraction: float = 0.10,
+    epochs: int = 3,
+    arch: str = "cnn",
+    seed: int = 0,
+    probes: int = 500,
+    num_controls: int = 9,
+    reference_images: int = 1000,
+    marker: str = "default",
+    device: str = "cpu",
+    train_images: int = 0,
+) -> ExperimentConfig:
+    """The demo's experiment: one seed, one architecture, fractions 0 (clean control) and ``fraction``."""
+    return config_from_dict({
+        "name": "demo",
+        "dataset": "fashion-mnist",
+        "marker": marker,
+        "fractions": [0.0, fraction],
+        "seeds": [seed],
+        "models": [{"mode": "scratch", "arch": arch}],
+        "train": {"epochs": epochs},
+        "train_images": train_images,
+        "detect": {"reference_images": reference_images, "probes": probes, "num_controls": num_controls,
+                   "reference_model": False},
+        "device": device,
+    })
+
+
+@dataclass
+class DemoResult:
+    """What the demo did: per model (``control``, ``suspect``) its record and verdicts, the report's path."""
+
+    config: ExperimentConfig
+    records: dict[str, dict[str, Any]]
+    verdicts: dict[str, dict[str, Any]]
+    report: Path
+    key_path: Path
+    seconds: float
+    models: dict[str, Path] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "config": self.config.to_dict(),
+            "seconds": self.seconds,
+            "report": str(self.report),
+            "key": str(self.key_path),
+            "models": {k: str(v) for k, v in self.models.items()},
+            "runs": {name: {k: v for k, v in rec.items() if not k.startswith("_") and k not in ("config", "verdicts")}
+                     for name, rec in self.records.items()},
+        }
+
+
+def _decision(log10_p: float, alpha: float) -> str:
+    return "DETECTED" if log10_p <= math.log10(alpha) else "not detected"
+
+
+def format_side_by_side(result: DemoResult) -> str:
+    """The verdicts of both models as a small text table."""
+    alpha = result.config.detect.alpha
+    fraction = result.config.fractions[-1]
+    names = [("control", "clean control (0 % marked)"), ("suspect", f"suspect ({100 * fraction:g} % marked)")]
+    rows = [("", *[title for _, title in names])]
+    rows.append(("test accuracy", *[f"{100 * result.records[n]['test_accuracy']:.2f} %" for n, _ in names]))
+    for test in result.config.detect.tests:
+        cells = []
+        for name, _ in names:
+            value = result.records[name]["log10_p"][test]
+            cells.append(f"log10 p = {value:7.2f}  {_decision(value, alpha)}")
+        rows.append((f"{test} test", *cells))
+    psnr = result.records["suspect"].get("psnr_min")
+    rows.append(("marked images", "0", f"{result.records['suspect']['marked_images']} (PSNR >= {psnr:.1f} dB)"
+                 if psnr is not None else "0"))
+    widths = [max(len(str(r[i])) for r in rows) for i in range(3)]
+    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines.append(f"(H0: the model was not trained on data marked with this key; detected when p <= {alpha:g})")
+    return "\n".join(lines)
+
+
+def _sample_figure(original: torch.Tensor, marked: torch.Tensor, path: Path, count: int = 8) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    count = min(count, len(original))
+    fig, axes = plt.subplots(3, count, figsize=(1.4 * count, 4.4), squeeze=False)
+    for i in range(count):
+        clean = original[i].float() / 255
+        mark = marked[i].float() / 255
+        diff = (mark - clean)[0]
+        scale = float(diff.abs().max()) or 1.0
+        for row, (image, cmap, kwargs) in enumerate((
+            (clean[0], "gray", {"vmin": 0, "vmax": 1}),
+            (mark[0], "gray", {"vmin": 0, "vmax": 1}),
+            (diff, "RdBu", {"vmin": -scale, "vmax": scale}),
+        )):
+            axes[row][i].imshow(image.numpy(), cmap=cmap, **kwargs)
+            axes[row][i].axis("off")
+    for row, title in enumerate(("original", "marked", "difference (amplified)")):
+        axes[row][0].set_title(title, fontsize=8, loc="left")
+    fig.tight_layout()
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+
+
+def _write_page(result: DemoResult, folder: Path, links: dict[tuple[str, str], Path]) -> Path:
+    alpha = result.config.detect.alpha
+    fraction = result.config.fractions[-1]
+    head = f"<tr><th></th><th>clean control (0 % marked)</th><th>suspect ({100 * fraction:g} % marked)</th></tr>"
+    rows = [head, "<tr><th>test accuracy</th>" + "".join(
+        f"<td>{100 * result.records[n]['test_accuracy']:.2f} %</td>" for n in ("control", "suspect")) + "</tr>"]
+    for test in result.config.detect.tests:
+        cells = []
+        for name in ("control", "suspect"):
+            value = result.records[name]["log10_p"][test]
+            decision = _decision(value, alpha)
+            colour = "#b00020" if decision == "DETECTED" else "#1b5e20"
+            link = links[(name, test)].relative_to(folder)
+            cells.append(f"<td><a href='{html.escape(str(link))}'>log10 p = {value:.2f}</a> "
+                         f"<b style='color:{colour}'>{decision}</b></td>")
+        rows.append(f"<tr><th>{html.escape(test)} test</th>{''.join(cells)}</tr>")
+    suspect = result.records["suspect"]
+    facts = [
+        ("key fingerprint", suspect["key_fingerprint"]),
+        ("marked training images", f"{suspect['marked_images']} of {suspect['train_images']}"),
+        ("PSNR of marked images", f"min {suspect['psnr_min']:.2f} dB, mean {suspect['psnr_mean']:.2f} dB"
+         if suspect.get("psnr_min") is not None else "–"),
+        ("training", f"{result.config.models[0].arch} from scratch, {result.config.train.get('epochs')} epochs"),
+        ("wall time", f"{result.seconds:.0f} s"),
+    ]
+    fact_rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in facts)
+    page = f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>radioactive demo</title>
+<style>body{{font-family:sans-serif;max-width:64em;margin:2em auto}}table{{border-collapse:collapse;margin:1em 0}}
+td,th{{border:1px solid #ccc;padding:.3em .7em;text-align:left}}img{{max-width:100%}}</style></head>
+<body><h1>Radioactive data on Fashion-MNIST</h1>
+<p>The owner marked {100 * fraction:g} % of its training images with a secret key and published the set.
+A third party trained a model from scratch on the published images (the <i>suspect</i>); a <i>clean control</i> was
+trained the same way on the unmarked images. Both were tested with the key: the white-box test reads the
+weights, the black-box test only the outputs. Each p-value is for H0: "this model was not trained on data marked
+with this key"; it is detected when p &le; {alpha:g}.</p>
+<table>{''.join(rows)}</table>
+<table>{fact_rows}</table>
+<h2>Marked images</h2><img src="samples.png" alt="original, marked and difference">
+<p>Per-test reports (plots, per-class scores, assumptions): follow the links in the table.
+Machine-readable: <a href="demo.json">demo.json</a>.</p>
+</body></html>
+"""
+    path = folder / "index.html"
+    atomic_write_bytes(path, page.encode())
+    return path
+
+
+def run_demo(
+    out: str | Path = "runs/demo",
+    *,
+    config: ExperimentConfig | None = None,
+    marker: Any = None,
+    data: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> DemoResult:
+    """Run the demo into ``out``: ``key.safetensors``, ``models/{control,suspect}.safetensors``,
+    ``report/index.html`` (plus one report per test and model) and ``report/demo.json``."""
+    from .nets import save_checkpoint
+    from .report import write_report
+
+    start = time.perf_counter()
+    config = config or demo_config()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    say = progress or (lambda _line: None)
+    context = Context(config, out, marker=marker, data=data)
+    say("marking network: loading (or training, a few minutes, once)")
+    _ = context.marker
+    seed = config.seeds[0]
+    key = context.key(seed)
+    key_path = out / "key.safetensors"
+    if not key_path.exists():
+        key.save(key_path)
+    shared = _shared(config)
+    model_setting: ModelSetting = config.models[0]
+    records: dict[str, dict[str, Any]] = {}
+    verdicts: dict[str, dict[str, Any]] = {}
+    paths: dict[str, Path] = {}
+    for name, fraction in (("suspect", config.fractions[-1]), ("control", 0.0)):
+        what = f"{100 * fraction:g} % marked" if fraction else "clean"
+        say(f"{name}: marking, training ({what} data, {config.train.get('epochs')} epochs) and testing")
+        record = run_one(RunSpec(fraction, model_setting, seed, shared), context, keep_model=True)
+        model = record.pop("_model")
+        model_spec = record.pop("_spec")
+        verdicts[name] = record.pop("_verdicts")
+        records[name] = record
+        paths[name] = out / "models" / f"{name}.safetensors"
+        save_checkpoint(model.to("cpu"), paths[name], model_spec,
+                        {"kind": name, "fraction": fraction, "key_fingerprint": key.fingerprint,
+                         "test_accuracy": record["test_accuracy"]})
+        say(f"{name}: accuracy {record['test_accuracy']:.4f}, "
+            + ", ".join(f"{t} log10 p {v:.2f}" for t, v in record["log10_p"].items()))
+    report_dir = out / "report"
+    links = {}
+    for name, by_test in verdicts.items():
+        for test, verdict in by_test.items():
+            links[(name, test)] = write_report(verdict, report_dir / name / test,
+                                               command={"demo": name, "config": config.to_dict()})
+    indices, marked, _ = context.marked_subset(seed, config.fractions[-1])
+    if len(indices):
+        _sample_figure(context.data["train"][0][indices[:8]], marked[:8], report_dir / "samples.png")
+    result = DemoResult(config=config, records=records, verdicts={}, report=report_dir / "index.html",
+                        key_path=key_path, seconds=time.perf_counter() - start, models=paths)
+    result.verdicts = {n: {t: v.to_dict() for t, v in by.items()} for n, by in verdicts.items()}
+    atomic_write_json(report_dir / "demo.json", result.to_dict())
+    _write_page(result, report_dir, links)
+    return result
+
