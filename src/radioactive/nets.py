@@ -9,12 +9,14 @@ logits, so every detector works on any architecture.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import os
 import warnings
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -513,6 +515,48 @@ def _check_state(path: str | os.PathLike, state: dict[str, torch.Tensor], target
         )
 
 
+@contextlib.contextmanager
+def _force_weights_only() -> Iterator[None]:
+    # torch.export.load falls back to torch.load(weights_only=False) for some members; this makes torch refuse.
+    previous = os.environ.get("TORCH_FORCE_WEIGHTS_ONLY_LOAD")
+    os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("TORCH_FORCE_WEIGHTS_ONLY_LOAD", None)
+        else:
+            os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = previous
+
+
+def _refuse_pickled_objects(path: Path) -> None:
+    """Raise :class:`ModelLoadError` if a torch.export archive holds anything torch would unpickle as code:
+    custom or opaque objects (read with plain ``pickle``) or nested ``torch.save`` files that are not
+    weights-only."""
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ModelLoadError(f"{str(path)!r} is not a torch.export archive (not a readable zip file)") from exc
+    with archive:
+        for info in archive.infolist():
+            base = info.filename.rsplit("/", 1)[-1]
+            if "constants/" in info.filename and base.startswith(("custom_obj_", "opaque_obj_")):
+                raise ModelLoadError(
+                    f"{str(path)!r} holds pickled objects ({info.filename}); pickled code is refused, only "
+                    "tensors are accepted in a suspect archive"
+                )
+            with archive.open(info) as member:
+                magic = member.read(2)
+            if magic == b"PK":
+                try:
+                    torch.load(io.BytesIO(archive.read(info)), map_location="cpu", weights_only=True)
+                except Exception as exc:
+                    raise ModelLoadError(
+                        f"{str(path)!r} member {info.filename} is not weights-only ({type(exc).__name__}); "
+                        "pickled code is refused"
+                    ) from None
+
+
 def load_suspect(
     path: str | os.PathLike, *, arch: str | None = None, num_classes: int | None = None, spec: NetSpec | None = None
 ) -> nn.Module:
@@ -523,8 +567,10 @@ def load_suspect(
     """
     path = Path(path)
     if path.suffix == ".pt2":
+        _refuse_pickled_objects(path)
         try:
-            program = torch.export.load(str(path))
+            with _force_weights_only():
+                program = torch.export.load(str(path))
         except Exception as exc:
             raise ModelLoadError(f"{str(path)!r} is not a loadable torch.export archive: {exc}") from exc
         return program.module()
