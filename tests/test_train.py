@@ -150,3 +150,14 @@ def test_evaluate_restores_mode():
     model.train()
     scores = evaluate(model, images, labels, batch_size=7)
     assert model.training and 0 <= scores["accuracy"] <= 1 and scores["loss"] > 0
+
+
+def test_finetune_unfreezes_a_frozen_network():
+    images, labels = toy_data(64)
+    base = train_classifier(SPEC, images, labels, recipe=FAST, seed=0)
+    for param in base.parameters():
+        param.requires_grad_(False)
+    tuned = train_classifier(base, images, labels, recipe=TrainRecipe(mode="finetune", epochs=1, batch_size=32))
+    changed = [not torch.equal(a, b) for a, b in zip(base.parameters(), tuned.parameters())]
+    assert all(changed)
+    assert not any(p.requires_grad for p in base.parameters())

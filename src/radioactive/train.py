@@ -383,9 +383,10 @@ def fit(
                 head_layer = _replace_head(model, split.head_name, num_classes)
         else:
             head_layer = None
+        # A given network may come frozen (e.g. a Marker's); the trainer decides what it trains.
+        for param in model.parameters():
+            param.requires_grad_(mode != "linear_probe")
         if mode == "linear_probe":
-            for param in model.parameters():
-                param.requires_grad_(False)
             for param in head_layer.parameters():
                 param.requires_grad_(True)
         params = [p for p in model.parameters() if p.requires_grad]
