@@ -1,0 +1,198 @@
+import math
+import os
+import stat
+
+import numpy as np
+import pytest
+import torch
+
+from radioactive import stats
+from radioactive.detect import Probes, blackbox
+from radioactive.detect.black_box import collect, marked_versions, verdict_from_observations
+from radioactive.errors import ConfigError, DatasetError, EndpointError, KeyMismatchError
+from radioactive.key import Key
+from radioactive.mark import MarkConfig
+from radioactive.marker import Marker
+from radioactive.nets import NetSpec, build_from_spec
+
+SPEC = NetSpec("cnn", 4, input_size=(12, 12), kwargs={"width": 4, "feature_dim": 8})
+CONFIG = MarkConfig(steps=2, eval_draws=0)
+
+
+@pytest.fixture(scope="module")
+def marker() -> Marker:
+    torch.manual_seed(0)
+    return Marker.from_model(build_from_spec(SPEC), SPEC)
+
+
+@pytest.fixture(scope="module")
+def probes() -> Probes:
+    gen = torch.Generator().manual_seed(1)
+    return Probes(torch.randint(0, 256, (24, 1, 12, 12), generator=gen, dtype=torch.uint8), torch.arange(24) % 4)
+
+
+@pytest.fixture(scope="module")
+def clean_model() -> torch.nn.Module:
+    torch.manual_seed(2)
+    return build_from_spec(SPEC).eval()
+
+
+def _predict(model):
+    def predict(x):
+        with torch.no_grad():
+            return model(x)
+    return predict
+
+
+def test_all_variants_run_and_are_valid(marker, probes, clean_model):
+    key = Key.generate(marker.info, seed=3)
+    reference = build_from_spec(SPEC).eval()
+    obs = collect(_predict(clean_model), key, probes, marker=marker, num_controls=5, reference=_predict(reference),
+                  config=CONFIG)
+    assert obs.suspect["margin"].shape == (6, 4) and obs.reference["margin"].shape == (6, 4)
+    names = set()
+    for statistic in ("margin", "prob", "loss", "label"):
+        for combine in ("rank", "t"):
+            for difference in (False, True):
+                verdict = verdict_from_observations(obs, statistic=statistic, combine=combine, difference=difference)
+                names.add(verdict.test)
+                assert verdict.log10_p <= 0
+                assert len(verdict.classes) == 4 and len(verdict.classes[0].controls) == 5
+                if combine == "rank":
+                    for score in verdict.classes:  # p_k = rank / (K + 1), exact
+                        assert round(10 ** score.log10_p * 6, 9) in {1.0, 2.0, 3.0, 4.0, 5.0, 6.0}
+    assert names == {"blackbox-rank", "blackbox-rank-did", "blackbox-t", "blackbox-t-did"}
+
+
+def test_rank_test_is_calibrated_fast(marker, probes, clean_model):
+    """H0 (a model that never saw marks), few keys: the rank p-values' empirical CDF stays within error."""
+    rank_p, t_p = [], []
+    for seed in range(30):
+        obs = collect(_predict(clean_model), Key.generate(marker.info, seed=100 + seed), probes, marker=marker,
+                      num_controls=4, config=MarkConfig(steps=1, eval_draws=0), seed=seed)
+        rank_p.append(10 ** verdict_from_observations(obs, combine="rank").log10_p)
+        t_p.append(10 ** verdict_from_observations(obs, combine="t").log10_p)
+    for values in (np.array(rank_p), np.array(t_p)):
+        for alpha in (0.1, 0.3):
+            _, high = stats.binomial_interval(len(values), alpha, 0.99)
+            assert (values <= alpha).sum() <= high
+
+
+def test_signal_is_detected_when_model_prefers_true_version(marker, probes):
+    """A suspect that scores each image by its feature shift along the true carriers (it memorised the clean
+    probes and their labels) ranks the true set first in every class: the best p-value the rank test can give."""
+    key = Key.generate(marker.info, seed=4)
+    clean = probes.images.float() / 255
+    with torch.no_grad():
+        clean_feats = marker.features(clean).double()
+
+    def predict(x):
+        with torch.no_grad():
+            nearest = torch.cdist(x.flatten(1), clean.flatten(1)).argmin(1)
+            shift = marker.features(x).double() - clean_feats[nearest]
+        label = probes.labels[nearest]
+        logits = torch.zeros(len(x), 4, dtype=torch.float64)
+        logits[torch.arange(len(x)), label] = (shift * key.carriers[label]).sum(1) * 1e4
+        return logits  # the image's own class scores its shift along that class's true carrier
+
+    verdict = blackbox(predict, key, probes, marker=marker, num_controls=9, statistic="margin",
+                       config=MarkConfig(steps=5, eval_draws=0, augment=()))
+    assert all(c.log10_p == pytest.approx(-1.0) for c in verdict.classes)  # ranked first among 10
+    best = stats.fisher_log_sf(np.full(4, math.log(0.1))) / math.log(10)
+    assert verdict.log10_p == pytest.approx(best)
+    assert verdict.details["best_possible_log10_p"] == pytest.approx(best)
+    t_verdict = blackbox(predict, key, probes, marker=marker, num_controls=9, statistic="margin", combine="t",
+                         config=MarkConfig(steps=5, eval_draws=0, augment=()))
+    assert t_verdict.log10_p < verdict.log10_p
+
+
+def test_cache_is_owner_only_and_reused(marker, probes, clean_model, tmp_path, monkeypatch):
+    key = Key.generate(marker.info, seed=5)
+    cache = tmp_path / "controls"
+    first = [img for _, img in marked_versions(marker, key, probes, num_controls=3, config=CONFIG, cache_dir=cache)]
+    files = sorted(cache.iterdir())
+    assert len(files) == 4
+    assert stat.S_IMODE(os.stat(cache).st_mode) == 0o700
+    assert all(stat.S_IMODE(os.stat(f).st_mode) == 0o600 for f in files)
+    assert all(key.fingerprint in f.name for f in files)
+
+    import radioactive.mark as mark_module
+
+    def boom(*args, **kwargs):
+        raise AssertionError("cached versions must not be marked again")
+
+    monkeypatch.setattr(mark_module, "mark", boom)
+    second = [img for _, img in marked_versions(marker, key, probes, num_controls=3, config=CONFIG, cache_dir=cache)]
+    for a, b in zip(first, second):
+        assert torch.equal(a, b)
+    # Versions differ only by their carriers: the same marking with a control set equals a single call.
+    monkeypatch.undo()
+    single = mark_module.mark(marker, probes.images, probes.labels, key.control_carriers(1), CONFIG, seed=0)
+    assert torch.equal((single.images * 255).round().to(torch.uint8), first[2])
+
+
+def test_published_probes_use_published_images(marker, probes, clean_model):
+    key = Key.generate(marker.info, seed=6)
+    from radioactive.mark import mark
+
+    published = mark(marker, probes.images, probes.labels, key, CONFIG, seed=0).images
+    both = Probes(probes.images, probes.labels, published=published)
+    assert both.source == "published"
+    versions = list(marked_versions(marker, key, both, num_controls=2, config=CONFIG))
+    assert torch.equal(versions[0][1], (published * 255).round().to(torch.uint8))
+    verdict = blackbox(_predict(clean_model), key, both, marker=marker, num_controls=2, config=CONFIG)
+    assert verdict.details["probe_source"] == "published"
+    with pytest.raises(DatasetError, match="do not match"):
+        Probes(probes.images, probes.labels, published=published[:3])
+
+
+def test_label_only_outputs(marker, probes, clean_model):
+    key = Key.generate(marker.info, seed=7)
+
+    def labels_only(x):
+        with torch.no_grad():
+            return clean_model(x).argmax(1)
+
+    verdict = blackbox(labels_only, key, probes, marker=marker, num_controls=4, statistic="label", config=CONFIG)
+    assert verdict.details["output_kind"] == "labels"
+    t_verdict = blackbox(labels_only, key, probes, marker=marker, num_controls=4, statistic="label", combine="t",
+                         config=CONFIG)
+    assert math.isfinite(t_verdict.log10_p)
+    with pytest.raises(ConfigError, match="labels only"):
+        blackbox(labels_only, key, probes, marker=marker, num_controls=4, statistic="margin", config=CONFIG)
+
+
+def test_bad_outputs_raise_clear_errors(marker, probes):
+    key = Key.generate(marker.info, seed=8)
+    with pytest.raises(EndpointError, match="NaN"):
+        blackbox(lambda x: torch.full((len(x), 4), float("nan")), key, probes, marker=marker, num_controls=2, config=CONFIG)
+    with pytest.raises(EndpointError, match="for 24 images"):
+        blackbox(lambda x: torch.zeros(3, 4), key, probes, marker=marker, num_controls=2, config=CONFIG)
+    with pytest.raises(KeyMismatchError, match="4 classes but the suspect's head has 7 outputs"):
+        blackbox(lambda x: torch.zeros(len(x), 7), key, probes, marker=marker, num_controls=2, config=CONFIG)
+    verdict = blackbox(lambda x: torch.randn(len(x), 7), key, probes, marker=marker, num_controls=2, config=CONFIG,
+                       class_map={0: 6, 1: 5})
+    assert [c.index for c in verdict.classes] == [0, 1] and verdict.counts["probes"] == 12
+    with pytest.raises(ConfigError, match="unknown statistic"):
+        blackbox(lambda x: torch.zeros(len(x), 4), key, probes, marker=marker, num_controls=2, statistic="wilcoxon",
+                 config=CONFIG)
+    with pytest.raises(ConfigError, match="at least 3 control sets"):
+        blackbox(lambda x: torch.randn(len(x), 4), key, probes, marker=marker, num_controls=2, combine="t", config=CONFIG)
+    with pytest.raises(ConfigError, match="num_controls"):
+        blackbox(lambda x: torch.zeros(len(x), 4), key, probes, marker=marker, num_controls=0, config=CONFIG)
+
+
+def test_probabilities_and_logits_give_the_same_margin(marker, probes, clean_model):
+    key = Key.generate(marker.info, seed=9)
+    logits = blackbox(_predict(clean_model), key, probes, marker=marker, num_controls=3, config=CONFIG, output="logits")
+    probs = blackbox(lambda x: torch.softmax(_predict(clean_model)(x).double(), 1), key, probes, marker=marker,
+                     num_controls=3, config=CONFIG)
+    assert probs.details["output_kind"] == "probs"
+    np.testing.assert_allclose([c.statistic for c in logits.classes], [c.statistic for c in probs.classes], atol=1e-5)
+
+
+def test_null_trials(marker, probes, clean_model):
+    key = Key.generate(marker.info, seed=10)
+    verdict = blackbox(_predict(clean_model), key, probes, marker=marker, num_controls=3,
+                       config=MarkConfig(steps=1, eval_draws=0), null_trials=3, null_seed=0)
+    assert verdict.null_trials["trials"] == 3 and 1 <= verdict.null_trials["rank"] <= 4
