@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -13,7 +14,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from .errors import OutputWriteError
+
 __all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_json", "sha256_file", "sha256_bytes", "versions"]
+
+_NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
 @contextlib.contextmanager
@@ -38,10 +43,28 @@ def atomic_write(path: str | os.PathLike, mode: int | None = None) -> Iterator[P
         with open(tmp_path, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp_path, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+        code = _no_space_errno(exc)
+        if code is not None and not isinstance(exc, OutputWriteError):
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else os.strerror(code)
+            raise OutputWriteError(
+                code, f"could not write {str(path)!r}: {reason}; no partial file was left (free some space and rerun)"
+            ) from exc
         raise
+
+
+def _no_space_errno(exc: BaseException) -> int | None:
+    """The errno of a full disk / quota / size-limit failure, also when a library (safetensors) wraps it."""
+    if isinstance(exc, OSError):
+        return exc.errno if exc.errno in _NO_SPACE else None
+    if isinstance(exc, Exception):
+        text = str(exc)
+        for code in _NO_SPACE:
+            if f"os error {code})" in text:
+                return code
+    return None
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, mode: int | None = None) -> None:

@@ -13,6 +13,7 @@ __all__ = [
     "ManifestError",
     "EndpointError",
     "LockError",
+    "OutputWriteError",
     "ConfigError",
 ]
 
@@ -55,6 +56,10 @@ class EndpointError(RadioactiveError, RuntimeError):
 
 class LockError(RadioactiveError, RuntimeError):
     """Another run holds the lock on an output directory."""
+
+
+class OutputWriteError(RadioactiveError, OSError):
+    """An output file could not be written (full disk, quota, size limit); nothing partial was left."""
 
 
 class ConfigError(RadioactiveError, ValueError):
