@@ -164,3 +164,11 @@ def test_experiment_config_roundtrip():
     again = config_from_dict({k: v for k, v in config.to_dict().items()})
     assert isinstance(again, ExperimentConfig)
     assert [r.run_id for r in expand_grid(again)] == [r.run_id for r in expand_grid(config)]
+
+
+def test_cli_experiment_dry_run(capsys):
+    from radioactive.cli import main
+
+    assert main(["experiment", "configs/imagenet-resnet18.toml", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "imagenet-resnet18: 12 runs" in out and "scratch-resnet18" in out
