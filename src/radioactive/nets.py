@@ -40,6 +40,7 @@ __all__ = [
     "load_checkpoint",
     "load_state_dict_file",
     "load_suspect",
+    "ExportedModel",
 ]
 
 _PREFIXES = ("module.", "model.", "_orig_mod.")
@@ -557,6 +558,23 @@ def _refuse_pickled_objects(path: Path) -> None:
                     ) from None
 
 
+class ExportedModel(nn.Module):
+    """A loaded ``torch.export`` program as a module: its graph is frozen, so ``train()``/``eval()`` only set
+    the flag (the exported module itself refuses them). It has no ``nn.Linear`` submodules: white-box tests
+    need the weights with an architecture instead; black-box tests work as is."""
+
+    def __init__(self, program_module: nn.Module):
+        super().__init__()
+        self.program = program_module
+
+    def train(self, mode: bool = True) -> ExportedModel:
+        self.training = bool(mode)
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.program(x)
+
+
 def load_suspect(
     path: str | os.PathLike, *, arch: str | None = None, num_classes: int | None = None, spec: NetSpec | None = None
 ) -> nn.Module:
@@ -573,7 +591,7 @@ def load_suspect(
                 program = torch.export.load(str(path))
         except Exception as exc:
             raise ModelLoadError(f"{str(path)!r} is not a loadable torch.export archive: {exc}") from exc
-        return program.module()
+        return ExportedModel(program.module())
     if spec is None and arch is not None:
         if num_classes is None:
             raise ModelLoadError("give the number of classes together with the architecture")
