@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .. import stats
-from ..errors import ConfigError, DatasetError
+from ..errors import ConfigError, DatasetError, HeadResolutionError
 from ..key import Key, _seed_generator, random_carriers
 from ..marker import Marker
 from ..nets import split_head, state_dict_sha256
@@ -90,6 +90,17 @@ def score_rows(rows: torch.Tensor, carriers: torch.Tensor, basis: torch.Tensor |
     return cosines.clamp(-1.0, 1.0).numpy(), int(rows.shape[1])
 
 
+def _split(model: nn.Module, example: torch.Tensor, head: str | None):
+    from ..nets import ExportedModel
+
+    if isinstance(model, ExportedModel):
+        raise HeadResolutionError(
+            "a torch.export archive has no layers to read the classifier from; for the white-box test give the "
+            "weights with their architecture (--arch NAME --model weights.safetensors), or run the black-box test"
+        )
+    return split_head(model, example, head=head)
+
+
 def _features(
     marker: Marker,
     model: nn.Module,
@@ -113,7 +124,7 @@ def _features(
                 if transform is not None:
                     to_suspect = transform(to_suspect)
                 if split is None:
-                    split = split_head(model, to_suspect[: min(8, len(to_suspect))], head=head)
+                    split = _split(model, to_suspect[: min(8, len(to_suspect))], head)
                 suspect_feats.append(split.features(to_suspect).to("cpu", torch.float64))
     finally:
         model.train(was_training)
