@@ -1,0 +1,145 @@
+"""White-box detection: speed over 10,000 reference images, and positive control (b).
+
+1. Speed: ``whitebox`` over the 10,000 Fashion-MNIST test images with the built-in marker (28x28 CNN, d = 128)
+   against a CNN suspect, with 2 CPU threads (acceptance: < 30 s).
+2. Positive control (b): a linear classifier trained on the marker's frozen features, on Fashion-MNIST images
+   of which 100 % (and 10 %) are marked at the default quality (``MarkConfig()``), then the white-box test
+   (acceptance: log10 p <= -5 at 100 %). The training set is a balanced subset (``--train-images``) since
+   marking at the default quality costs about a CPU-second per few images.
+
+Run (heavy):
+    flock /tmp/radioactive-heavy.lock .venv/bin/python benchmarks/bench_whitebox.py
+Writes benchmarks/results/whitebox.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_calibration import CACHE, RESULTS, get_marker  # noqa: E402
+
+from radioactive._io import atomic_write_json, versions  # noqa: E402
+from radioactive.detect import whitebox  # noqa: E402
+from radioactive.key import Key  # noqa: E402
+
+log = logging.getLogger("bench_whitebox")
+
+
+def speed(marker, key, images, suspect, repeats: int) -> dict:
+    timings, verdict = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        verdict = whitebox(suspect, key, images, marker=marker, batch_size=1000)
+        timings.append(time.perf_counter() - start)
+    return {"reference_images": len(images), "seconds": timings, "best_seconds": min(timings),
+            "threads": torch.get_num_threads(), "alignment": verdict.alignment, "log10_p": verdict.log10_p,
+            "ok": min(timings) < 30.0}
+
+
+def marked_training_set(marker, key, images, labels, cache: Path):
+    from safetensors.torch import load_file, save_file
+
+    from radioactive.mark import MarkConfig, mark
+
+    config = MarkConfig()
+    path = cache / f"posb-{key.fingerprint}-{len(images)}.safetensors"
+    if path.is_file():
+        data = load_file(str(path))
+        return data["images"], json.loads(path.with_suffix(".json").read_text())
+    start = time.perf_counter()
+    result = mark(marker, images, labels, key, config, seed=0)
+    seconds = time.perf_counter() - start
+    marked = (result.images * 255).round().to(torch.uint8)
+    save_file({"images": marked}, str(path))
+    info = {"mark_seconds": seconds, "config": config.to_dict(), **result.to_dict()}
+    path.with_suffix(".json").write_text(json.dumps(info))
+    return marked, info
+
+
+def positive_control(marker, key, splits, train_images: int, epochs: int) -> dict:
+    from radioactive.train import TrainRecipe, evaluate, fit
+
+    images, labels = splits["train"]
+    per_class = train_images // 10
+    index = torch.cat([torch.nonzero(labels == k).flatten()[:per_class] for k in range(10)])
+    images, labels = images[index], labels[index]
+    marked, mark_info = marked_training_set(marker, key, images, labels, CACHE)
+    reference = splits["val"][0]
+    out = {"train_images": len(images), "marking": mark_info, "epochs": epochs, "fractions": {}}
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))
+    for fraction in (1.0, 0.1, 0.0):
+        chosen = order[: int(round(fraction * len(images)))]
+        mixed = images.clone()
+        mixed[chosen] = marked[chosen]
+        start = time.perf_counter()
+        result = fit(marker.model, mixed, labels, recipe=TrainRecipe(mode="linear_probe", epochs=epochs, lr=0.1),
+                     seed=1)
+        train_seconds = time.perf_counter() - start
+        verdict = whitebox(result.model, key, reference, marker=marker)
+        out["fractions"][str(fraction)] = {
+            "log10_p": verdict.log10_p,
+            "alignment": verdict.alignment["method"],
+            "mean_cosine": verdict.details["mean_cosine"],
+            "cosines": [c.cosine for c in verdict.classes],
+            "test_accuracy": evaluate(result.model, *splits["test"])["accuracy"],
+            "train_seconds": train_seconds,
+        }
+        log.info("positive control (b) at %.0f%% marked: log10 p %.2f (mean cosine %.3f)", 100 * fraction,
+                 verdict.log10_p, verdict.details["mean_cosine"])
+    out["ok"] = out["fractions"]["1.0"]["log10_p"] <= -5
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--train-images", type=int, default=1000)
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--skip-positive", action="store_true")
+    parser.add_argument("--out", default=str(RESULTS / "whitebox.json"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    torch.set_num_threads(2)
+    from radioactive.fmnist import load_fashion_mnist
+    from radioactive.nets import load_checkpoint
+    from radioactive.train import fashion_mnist_splits
+
+    start = time.perf_counter()
+    marker = get_marker()
+    key = Key.generate(marker.info, seed=424242)
+    test_images, _ = load_fashion_mnist("test")
+    clean = sorted(CACHE.glob("clean-cnn-*.safetensors"))
+    if clean:
+        suspect, _, _ = load_checkpoint(clean[0])
+        suspect_name = clean[0].name
+    else:
+        from radioactive.nets import build_from_spec
+
+        suspect, suspect_name = build_from_spec(marker.spec).eval(), "untrained cnn (same cost)"
+    out = {"benchmark": "whitebox", "versions": versions(), "marker_sha256": marker.info.weights_sha256,
+           "command": "flock /tmp/radioactive-heavy.lock .venv/bin/python benchmarks/bench_whitebox.py "
+           + " ".join(argv or sys.argv[1:])}
+    out["speed"] = speed(marker, key, test_images, suspect, args.repeats)
+    out["speed"]["suspect"] = suspect_name
+    log.info("white-box over %d images: best %.2f s", len(test_images), out["speed"]["best_seconds"])
+    if not args.skip_positive:
+        out["positive_control_b"] = positive_control(marker, key, fashion_mnist_splits(), args.train_images, args.epochs)
+    out["total_seconds"] = time.perf_counter() - start
+    atomic_write_json(args.out, out)
+    print(json.dumps({"speed_best_s": out["speed"]["best_seconds"],
+                      "positive_b": {k: v["log10_p"] for k, v in out.get("positive_control_b", {}).get("fractions", {}).items()},
+                      "total_s": out["total_seconds"]}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
