@@ -126,3 +126,33 @@ def test_cli_class_count_mismatch_message(cli_setup, capsys):
     assert main(base) == 1
     assert "--class-map" in capsys.readouterr().err
     assert main(base + ["--class-map", "0:0,1:1"]) == 0
+
+
+def test_cli_blackbox_published_probes(cli_setup, capsys):
+    from PIL import Image
+
+    from radioactive.cli import main
+    from radioactive.cli.detect import load_images
+    from radioactive.key import Key
+    from radioactive.mark import MarkConfig, mark
+    from radioactive.marker import Marker
+
+    tmp = cli_setup
+    images, labels, _ = load_images(str(tmp / "ref"))
+    picks = torch.cat([torch.nonzero(labels == k).flatten()[:4] for k in range(10)])
+    key = Key.load(tmp / "key.safetensors")
+    marker = Marker.from_checkpoint(tmp / "marker.safetensors")
+    marked = mark(marker, images[picks], labels[picks], key, MarkConfig(steps=1), seed=0).images
+    published = images.clone()
+    published[picks] = (marked * 255).round().to(torch.uint8)
+    files = sorted(p.relative_to(tmp / "ref") for p in (tmp / "ref").rglob("*.png"))
+    for rel, image in zip(files, published):
+        (tmp / "pub" / rel.parent).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image[0].numpy()).save(tmp / "pub" / rel)
+    args = ["detect", "--key", str(tmp / "key.safetensors"), "--marker", str(tmp / "marker.safetensors"),
+            "--model", str(tmp / "suspect.safetensors"), "--black-box", "--probes", str(tmp / "ref"),
+            "--published", str(tmp / "pub"), "--probes-per-class", "4", "--controls", "3", "--mark-steps", "1",
+            "--cache-dir", "", "--json", str(tmp / "p.json")]
+    assert main(args) == 0
+    data = json.loads((tmp / "p.json").read_text())
+    assert data["verdict"]["details"]["probe_source"] == "published"

@@ -63,6 +63,10 @@ def add_parser(subparsers: Any) -> None:
                        help="what the suspect returns")
     black.add_argument("--probes", default="fashion-mnist:val", help="fresh clean probe images never published "
                        "(fashion-mnist:SPLIT or an image folder)")
+    black.add_argument("--published", default=None,
+                       help="folder of the published marked versions of the --probes folder (same relative paths, any "
+                            "image suffix): tests the published images against control-marked twins of the originals "
+                            "(they must have been marked with the same settings: --mark-steps, --mark-seed)")
     black.add_argument("--probes-per-class", type=int, default=100)
     black.add_argument("--controls", type=int, default=20, help="K control carrier sets")
     black.add_argument("--statistic", default="margin", choices=["margin", "prob", "loss", "label"])
@@ -110,7 +114,8 @@ def load_images(source: str, limit: int | None = None) -> tuple[torch.Tensor, to
     from PIL import Image
 
     marked = (folder / "manifest.jsonl").is_file()
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES)
+    files = sorted((p for p in folder.rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES),
+                   key=lambda p: p.relative_to(folder).with_suffix("").as_posix())
     if limit:
         files = files[:limit]
     if not files:
@@ -202,7 +207,16 @@ def run(args: argparse.Namespace) -> int:
             reference = _predictor(ref_model, device, args.input_size)
         images, labels, _ = load_images(args.probes)
         picks = torch.cat([torch.nonzero(labels == k).flatten()[: args.probes_per_class] for k in range(key.num_classes)])
-        probes = Probes(images[picks], labels[picks])
+        published = None
+        if args.published:
+            published, published_labels, _ = load_images(args.published)
+            if published.shape != images.shape or not torch.equal(published_labels, labels):
+                raise DatasetError(
+                    f"--published {args.published!r} does not mirror --probes {args.probes!r}: expected the same "
+                    f"relative paths and sizes ({tuple(images.shape)}), got {tuple(published.shape)}"
+                )
+            published = published[picks]
+        probes = Probes(images[picks], labels[picks], published=published)
         from ..mark import MarkConfig
 
         config = MarkConfig() if args.mark_steps is None else MarkConfig(steps=args.mark_steps)
