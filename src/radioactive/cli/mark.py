@@ -1,0 +1,125 @@
+"""``radioactive mark``: publish a marked copy of an image dataset."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from fractions import Fraction
+
+from ..errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def _pixel_value(text: str) -> float:
+    """``0.04`` or ``10/255``."""
+    try:
+        return float(Fraction(text)) if "/" in text else float(text)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"expected a number like 0.04 or 10/255, got {text!r}") from None
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    from ..mark import MarkConfig
+
+    defaults = MarkConfig()
+    parser = subparsers.add_parser(
+        "mark",
+        help="publish a marked copy of an image dataset",
+        description="Mark a seeded random fraction of each class of SRC with the key and write the complete "
+        "dataset to DST: marked images as PNG at the same relative paths, every other image copied unchanged, "
+        "manifest.jsonl (one row per image) and mark.json (settings, key fingerprint, versions, summary). "
+        "Rerun the same command to resume an interrupted run.",
+    )
+    parser.add_argument("--key", required=True, help="key file from 'radioactive keygen'")
+    parser.add_argument("--data", required=True, metavar="SRC",
+                        help="class-subfolder image tree, CSV/JSONL list of path,label, or fashion-mnist[:test]")
+    parser.add_argument("--fraction", required=True, type=float, help="fraction of each class to mark, in [0, 1]")
+    parser.add_argument("--out", required=True, metavar="DST", help="output folder (new, or a run to resume)")
+    parser.add_argument("--marker", help="marking network (default: the one recorded in the key)")
+    parser.add_argument("--marker-weights", help="local weights file for a torchvision:<arch> marker")
+    parser.add_argument("--classes", help="comma-separated class names or indices to mark (default: all)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the selection and the augmentations")
+    parser.add_argument("--skip-bad", action="store_true",
+                        help="list unreadable images in the manifest and summary instead of stopping")
+    parser.add_argument("--batch-size", type=int, default=None, help="images optimised together")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    parser.add_argument("--link", choices=["copy", "hardlink"], default="copy",
+                        help="how unmarked images reach DST (hardlink falls back to copy across filesystems)")
+    parser.add_argument("--root", help="folder that list paths are relative to (default: the list's folder)")
+    parser.add_argument("--max-pixels", type=int, default=None, help="refuse larger images (decompression bombs)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    group = parser.add_argument_group("marking settings")
+    group.add_argument("--steps", type=int, default=defaults.steps, help=f"optimisation steps (default {defaults.steps})")
+    group.add_argument("--lr", type=float, default=defaults.lr, help=f"step size (default {defaults.lr})")
+    group.add_argument("--epsilon", type=_pixel_value, default=defaults.epsilon,
+                       help=f"L-infinity radius, e.g. 10/255 (default {defaults.epsilon:.4f})")
+    group.add_argument("--min-psnr", type=float, default=defaults.min_psnr,
+                       help=f"PSNR floor in dB every marked image meets (default {defaults.min_psnr})")
+    group.add_argument("--lambda-ft", type=float, default=defaults.lambda_ft)
+    group.add_argument("--lambda-img", type=float, default=defaults.lambda_img)
+    group.add_argument("--augment", default=",".join(defaults.augment),
+                       help="differentiable augmentations while marking, in order: crop, flip, jpeg, blur, "
+                       f"resize, or none (default {','.join(defaults.augment)})")
+    parser.set_defaults(func=run)
+
+
+def _classes(text: str | None, names: list[str]) -> list[int] | None:
+    if not text:
+        return None
+    out = []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        if part in names:
+            out.append(names.index(part))
+        elif part.isdigit() and int(part) < len(names):
+            out.append(int(part))
+        else:
+            raise ConfigError(f"unknown class {part!r}; the dataset's classes are {names}")
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..augment import build_augmentation
+    from ..data import DEFAULT_MAX_PIXELS, open_source
+    from ..key import Key
+    from ..mark import MarkConfig
+    from ..publish import mark_dataset
+    from .keygen import load_marker
+    from .train_marker import resolve_device
+
+    augment = build_augmentation(args.augment, (8, 8)).names
+    config = MarkConfig(steps=args.steps, lr=args.lr, epsilon=args.epsilon, min_psnr=args.min_psnr,
+                        lambda_ft=args.lambda_ft, lambda_img=args.lambda_img, augment=augment)
+    if args.batch_size is not None and args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
+    key = Key.load(args.key)
+    marker_arg = args.marker or key.metadata.get("marker_source")
+    if not marker_arg:
+        raise ConfigError("the key does not record its marking network; pass --marker")
+    weights = args.marker_weights or (key.metadata.get("marker_weights") if not args.marker else None)
+    marker = load_marker(marker_arg, weights, input_size=key.marker.spec.input_size[0])
+    key.check_marker(marker.info)
+    device = resolve_device(args.device)
+    marker.to(device)
+    if device == "cpu" or device.startswith("cpu"):
+        marker.model.to(memory_format=torch.channels_last)
+    source = open_source(args.data, root=args.root, max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS)
+    log.info("key %s, marker %s, %d images in %d classes from %s", key.fingerprint, marker.spec.arch, len(source),
+             len(source.classes), source.description)
+    summary = mark_dataset(
+        source, args.out, marker=marker, key=key, fraction=args.fraction, config=config,
+        classes=_classes(args.classes, source.classes), seed=args.seed, skip_bad=args.skip_bad,
+        batch_size=args.batch_size, link=args.link, progress=not args.no_progress,
+    )
+    psnr_min = "n/a" if summary["psnr_min"] is None else f"{summary['psnr_min']:.2f}"
+    psnr_mean = "n/a" if summary["psnr_mean"] is None else f"{summary['psnr_mean']:.2f}"
+    cosine = "n/a" if summary["cosine_mean"] is None else f"{summary['cosine_mean']:.3f}"
+    print(f"{summary['written']} images written to {args.out}: {summary['marked']} marked, {summary['copied']} "
+          f"unchanged, {summary['bad']} bad")
+    print(f"PSNR min {psnr_min} dB, mean {psnr_mean} dB; mean cosine of the feature shift with the carrier under "
+          f"fresh augmentations {cosine}")
+    for row in summary["bad_images"]:
+        print(f"bad image: {row['error']}")
+    return 0

@@ -1,0 +1,160 @@
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from radioactive.errors import ConfigError, KeyMismatchError
+from radioactive.key import Key, MarkerInfo
+from radioactive.mark import MarkConfig, MarkResult, image_seeds, mark, psnr
+from radioactive.marker import Marker
+from radioactive.nets import NetSpec, build_from_spec
+
+CLASSES = 3
+
+
+def _marker(seed=0, channels=1, size=16):
+    torch.manual_seed(seed)
+    spec = NetSpec("cnn", CLASSES, in_channels=channels, input_size=(size, size), mean=(0.5,) * channels,
+                   std=(0.5,) * channels, kwargs={"width": 4, "feature_dim": 8})
+    return Marker.from_model(build_from_spec(spec), spec)
+
+
+def _batch(n=6, c=1, size=16, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (n, c, size, size), generator=gen).float() / 255
+    return images, torch.arange(n) % CLASSES
+
+
+def _carriers(seed=0, dim=8):
+    return torch.nn.functional.normalize(
+        torch.randn(CLASSES, dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64), dim=1)
+
+
+FAST = MarkConfig(steps=8)
+
+
+def test_config_validation_and_roundtrip():
+    with pytest.raises(ConfigError, match="steps"):
+        MarkConfig(steps=-1)
+    with pytest.raises(ConfigError, match="epsilon"):
+        MarkConfig(epsilon=2.0)
+    with pytest.raises(ConfigError, match="min_psnr"):
+        MarkConfig(min_psnr=0)
+    with pytest.raises(ConfigError, match=r"unknown augmentation 'jpg'; choose from"):
+        MarkConfig(augment=("crop", "jpg"))
+    with pytest.warns(UserWarning, match="16/255"):
+        MarkConfig(epsilon=0.2)
+    config = MarkConfig(steps=3, augment=("crop", "flip", "jpeg"))
+    assert MarkConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ConfigError, match="unknown marking settings"):
+        MarkConfig.from_dict({"stepz": 3})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.steps = 4
+
+
+@pytest.mark.parametrize("config", [MarkConfig(steps=0), MarkConfig(steps=5, epsilon=0.0),
+                                    MarkConfig(steps=5, epsilon=0.5 / 255)])
+def test_zero_steps_or_zero_radius_is_identity(config):
+    images, labels = _batch()
+    result = mark(_marker(), images, labels, _carriers(), config)
+    assert torch.equal(result.images, images)
+    assert torch.isinf(result.psnr).all() and (result.shift == 0).all() and (result.cosine == 0).all()
+
+
+def test_outputs_are_8bit_within_radius_and_floor():
+    images, labels = _batch(n=8)
+    for floor in (30.0, 40.0, 48.0):
+        config = MarkConfig(steps=10, min_psnr=floor, epsilon=16 / 255, lr=0.05)
+        result = mark(_marker(), images, labels, _carriers(), config, seed=1)
+        assert isinstance(result, MarkResult) and len(result) == 8
+        scaled = result.images * 255
+        assert torch.equal(scaled, scaled.round())
+        assert (result.images - images).abs().max() <= 16 / 255 + 1e-6
+        assert result.images.min() >= 0 and result.images.max() <= 1
+        assert (result.psnr >= floor).all(), (floor, result.psnr)
+        torch.testing.assert_close(result.psnr, psnr(result.images, images))
+        if floor <= 40:  # the budget is used, not wasted (above ~45 dB most changes round away)
+            assert (result.psnr < floor + 3).all()
+
+
+def test_psnr_floor_holds_after_rounding_for_many_seeds():
+    images, labels = _batch(n=16, size=16, seed=3)
+    config = MarkConfig(steps=6, lr=0.1, epsilon=30 / 255, min_psnr=35.0, round_every=0)
+    for seed in range(4):
+        result = mark(_marker(seed), images, labels, _carriers(seed), config, seed=seed)
+        assert (result.psnr >= 35.0).all()
+
+
+def test_deterministic_on_cpu_and_seed_dependent():
+    images, labels = _batch()
+    first = mark(_marker(), images, labels, _carriers(), FAST, seed=5)
+    again = mark(_marker(), images, labels, _carriers(), FAST, seed=5)
+    other = mark(_marker(), images, labels, _carriers(), FAST, seed=6)
+    assert torch.equal(first.images, again.images) and torch.equal(first.shift, again.shift)
+    assert not torch.equal(first.images, other.images)
+    assert image_seeds(5, ["a", "b"]) == image_seeds(5, ["a", "b"]) != image_seeds(6, ["a", "b"])
+
+
+def test_shift_points_along_the_carrier():
+    images, labels = _batch(n=12)
+    result = mark(_marker(), images, labels, _carriers(), MarkConfig(steps=20, eval_draws=3), seed=0)
+    assert result.cosine.mean() > 0.2 and (result.shift > 0).double().mean() > 0.7
+
+
+def test_weights_get_no_gradients_and_mode_is_restored():
+    marker = _marker()
+    marker.model.train()
+    for p in marker.model.parameters():
+        p.requires_grad_(True)
+    images, labels = _batch(n=2)
+    mark(marker, images, labels, _carriers(), FAST)
+    assert marker.model.training
+    assert all(p.grad is None and p.requires_grad for p in marker.model.parameters())
+
+
+def test_key_and_carrier_mismatch_refused():
+    marker = _marker()
+    foreign = Key.generate(MarkerInfo(marker.spec, weights_sha256="f" * 64, feature_dim=8), seed=0)
+    images, labels = _batch(n=2)
+    with pytest.raises(KeyMismatchError, match="marking network"):
+        mark(marker, images, labels, foreign, FAST)
+    own = Key.generate(marker.info, seed=0)
+    assert len(mark(marker, images, labels, own, FAST)) == 2
+    with pytest.raises(KeyMismatchError, match="dimension 5"):
+        mark(marker, images, labels, torch.randn(CLASSES, 5), FAST)
+
+
+def test_bad_inputs():
+    marker = _marker()
+    images, labels = _batch(n=2)
+    with pytest.raises(ConfigError, match="labels must lie"):
+        mark(marker, images, torch.tensor([0, 7]), _carriers(), FAST)
+    with pytest.raises(ConfigError, match=r"\[0, 1\]"):
+        mark(marker, images * 255, labels, _carriers(), FAST)
+    with pytest.raises(ConfigError, match="2 images but 1 labels"):
+        mark(marker, images, labels[:1], _carriers(), FAST)
+    with pytest.raises(ConfigError, match="seeds"):
+        mark(marker, images, labels, _carriers(), FAST, seed=[1])
+
+
+def test_uint8_other_sizes_colour_and_empty():
+    marker = _marker()
+    images, labels = _batch(n=3, size=24)
+    result = mark(marker, (images * 255).to(torch.uint8), labels, _carriers(), FAST)
+    assert result.images.shape == (3, 1, 24, 24) and (result.psnr >= 40).all()
+    colour, _ = _batch(n=3, c=3, size=20)
+    assert mark(marker, colour, labels, _carriers(), FAST).images.shape == (3, 3, 20, 20)
+    rgb_marker = _marker(channels=3)
+    assert mark(rgb_marker, images, labels, _carriers(), FAST).images.shape == (3, 1, 24, 24)
+    empty = mark(marker, images[:0], labels[:0], _carriers(), FAST)
+    assert len(empty) == 0 and empty.to_dict()["count"] == 0
+
+
+def test_batch_size_and_progress():
+    images, labels = _batch(n=5)
+    seen = []
+    result = mark(_marker(), images, labels, _carriers(), FAST, batch_size=2, progress=seen.append)
+    assert seen == [2, 2, 1] and len(result) == 5
+    summary = result.to_dict()
+    assert summary["psnr_min"] >= 40 and math.isfinite(summary["cosine_mean"])
