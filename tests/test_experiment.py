@@ -172,3 +172,27 @@ def test_cli_experiment_dry_run(capsys):
     assert main(["experiment", "configs/imagenet-resnet18.toml", "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "imagenet-resnet18: 12 runs" in out and "scratch-resnet18" in out
+
+
+def test_cli_experiment_with_lock_runs_everything(tmp_path, monkeypatch):
+    import radioactive.experiment as experiment
+    from radioactive.cli import main
+
+    data, marker = toy_splits(), tiny_marker()
+    real = experiment.run_experiment
+
+    def with_toys(config, out, **kwargs):
+        return real(config, out, marker=marker, data=data, **kwargs)
+
+    monkeypatch.setattr(experiment, "run_experiment", with_toys)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(
+        "name: tiny\nfractions: [0, 0.25]\nseeds: [0]\n"
+        "models: [{mode: scratch, arch: cnn, kwargs: {width: 4, feature_dim: 8}}]\n"
+        "mark: {steps: 2, min_psnr: 30.0}\ntrain: {epochs: 1, batch_size: 32}\n"
+        "detect: {reference_images: 16, probes: 16, num_controls: 3, reference_model: false}\n"
+    )
+    out = tmp_path / "out"
+    assert main(["experiment", str(path), "--out", str(out), "--lock", str(tmp_path / "lock")]) == 0
+    assert len(list((out / "runs").glob("*.json"))) == 2 and (out / "results.md").is_file()
+    assert main(["experiment", str(path), "--out", str(out), "--aggregate-only"]) == 0

@@ -22,6 +22,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--limit", type=int, default=None, help="stop after this many new runs")
     parser.add_argument("--aggregate-only", action="store_true", help="only rebuild the table from finished runs")
     parser.add_argument("--device", default=None, help="override the file's device (auto, cpu, cuda, ...)")
+    parser.add_argument("--lock", default=None,
+                        help="hold an exclusive lock on this file during each run and release it between runs "
+                        "(shared machines: lets other heavy jobs interleave)")
     parser.set_defaults(func=run)
 
 
@@ -46,7 +49,30 @@ def run(args: argparse.Namespace) -> int:
     def progress(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
-    records = run_experiment(config, out, progress=progress, limit=args.limit)
+    if args.lock:
+        records = _run_with_lock(config, out, args.lock, progress, args.limit)
+    else:
+        records = run_experiment(config, out, progress=progress, limit=args.limit)
     print((out / "results.md").read_text())
     print(f"{len(records)} runs in {out}; table {out / 'results.md'}, plot {out / 'plot.png'}")
     return 0
+
+
+def _run_with_lock(config, out, lock_path, progress, limit):
+    import fcntl
+
+    from ..experiment import expand_grid, run_experiment
+
+    runs = expand_grid(config)
+    done_new = 0
+    while True:
+        remaining = [r for r in runs if not (out / "runs" / f"{r.run_id}.json").is_file()]
+        if not remaining or (limit is not None and done_new >= limit):
+            return run_experiment(config, out, limit=0)
+        with open(lock_path, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                run_experiment(config, out, progress=progress, limit=1)
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+        done_new += 1
