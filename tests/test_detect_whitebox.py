@@ -177,3 +177,25 @@ def test_verdict_validation_and_formatting(marker, reference):
 
     assert format_p(-1087.25) == "10^-1087.2" or format_p(-1087.25) == "10^-1087.3"
     assert format_p(-1.0) == "0.1"
+
+
+def test_cpu_layout_is_restored_and_view_models_work(marker, reference):
+    """The channels-last speed-up never changes the caller's model and falls back for models using .view."""
+
+    class ViewNet(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(1, 4, 3, padding=1)
+            self.fc = torch.nn.Linear(4 * 16 * 16, 10)
+
+        def forward(self, x):
+            return self.fc(torch.relu(self.conv(x)).view(len(x), -1))
+
+    key = Key.generate(marker.info, seed=15)
+    model = ViewNet()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    verdict = whitebox(model, key, torch.rand(1100, 1, 16, 16), marker=marker, batch_size=500)
+    assert verdict.alignment["suspect_dim"] == 1024
+    assert model.conv.weight.is_contiguous()
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(p.is_contiguous() for p in marker.model.parameters())
