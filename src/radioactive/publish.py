@@ -305,8 +305,8 @@ def mark_dataset(
         raise KeyMismatchError(f"the dataset has label {top} but the key has {key.num_classes} classes")
     classes = sorted(set(range(len(source.classes))) if classes is None else set(classes))
     out = Path(out)
+    _check_places(source, out)  # before creating anything
     out.mkdir(parents=True, exist_ok=True)
-    _check_places(source, out)
     settings = _settings(source, key, fraction, classes, seed, config, link)
     started = time.time()
     with _lock(out):
