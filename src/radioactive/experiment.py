@@ -266,7 +266,9 @@ class Context:
         self.config = config
         self.out = Path(out)
         self.cache = self.out / "cache"
-        self.device = torch.device(config.device)
+        # "auto" in a configuration file is resolved here, at the file's edge, once.
+        self.device = torch.device(
+            ("cuda" if torch.cuda.is_available() else "cpu") if config.device == "auto" else config.device)
         self._marker = marker
         self._data = data
         self._reference_model: torch.nn.Module | None = None
