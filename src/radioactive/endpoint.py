@@ -11,6 +11,7 @@ refused. Anything malformed raises :class:`radioactive.errors.EndpointError` say
 from __future__ import annotations
 
 import base64
+import http.client
 import io
 import json
 import logging
@@ -47,7 +48,8 @@ class Endpoint:
 
     Args:
         url: the endpoint (``http://`` or ``https://``).
-        timeout: seconds per request.
+        timeout: seconds without progress (connecting, or between two reads) before a request fails.
+        deadline: seconds for a whole answer, however slowly it arrives (default: 4 x timeout).
         retries: extra attempts after a transient failure (0: none).
         backoff: first retry delay in seconds, doubled each time.
         max_rate: at most this many requests per second (None: unlimited).
@@ -66,6 +68,7 @@ class Endpoint:
         url: str,
         *,
         timeout: float = 30.0,
+        deadline: float | None = None,
         retries: int = 3,
         backoff: float = 0.5,
         max_rate: float | None = None,
@@ -79,12 +82,13 @@ class Endpoint:
             raise EndpointError(f"endpoint URL must start with http:// or https://, got {url!r}")
         if encoding not in ("png", "list"):
             raise EndpointError(f"unknown encoding {encoding!r}; choose from ['png', 'list']")
-        if timeout <= 0 or retries < 0 or batch_size < 1 or max_response_bytes < 1:
-            raise EndpointError("need timeout > 0, retries >= 0, batch_size >= 1 and max_response_bytes >= 1")
+        if timeout <= 0 or (deadline is not None and deadline <= 0) or retries < 0 or batch_size < 1 or max_response_bytes < 1:
+            raise EndpointError("need timeout > 0, deadline > 0, retries >= 0, batch_size >= 1 and max_response_bytes >= 1")
         if max_rate is not None and max_rate <= 0:
             raise EndpointError(f"max_rate must be > 0 requests per second, got {max_rate}")
         self.url = url
         self.timeout = float(timeout)
+        self.deadline = 4 * self.timeout if deadline is None else float(deadline)
         self.retries = int(retries)
         self.backoff = float(backoff)
         self.min_interval = 0.0 if max_rate is None else 1.0 / float(max_rate)
@@ -135,14 +139,14 @@ class Endpoint:
             request = urllib.request.Request(self.url, data=payload, headers=self.headers, method="POST")
             try:
                 with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310 - user URL
-                    body = response.read(self.max_response_bytes + 1)
+                    body = self._read_bounded(response)
             except urllib.error.HTTPError as exc:
                 last_error = f"HTTP {exc.code} {exc.reason}"
                 if exc.code in _RETRY_STATUS:
                     log.warning("endpoint %s: %s (attempt %d)", self.url, last_error, attempt + 1)
                     continue
                 raise EndpointError(f"endpoint {self.url} answered {last_error}; not retried") from None
-            except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+            except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
                 reason = getattr(exc, "reason", exc)
                 last_error = f"{type(exc).__name__}: {reason}"
                 log.warning("endpoint %s: %s (attempt %d)", self.url, last_error, attempt + 1)
@@ -155,9 +159,26 @@ class Endpoint:
             return self._parse(body, len(images))
         raise EndpointError(f"endpoint {self.url} failed after {self.retries + 1} attempts (last: {last_error})")
 
+    def _read_bounded(self, response: Any) -> bytes:
+        # The socket timeout bounds each read, not the answer: a server dripping bytes would never time out.
+        deadline = time.monotonic() + self.deadline
+        parts: list[bytes] = []
+        size = 0
+        while size <= self.max_response_bytes:
+            chunk = response.read1(min(1 << 16, self.max_response_bytes + 1 - size))
+            if not chunk:
+                break
+            parts.append(chunk)
+            size += len(chunk)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no complete answer within the {self.deadline:g} s deadline")
+        return b"".join(parts)
+
     def _parse(self, body: bytes, count: int) -> np.ndarray:
         try:
             data: Any = json.loads(body)
+        except RecursionError:
+            raise EndpointError(f"endpoint {self.url} answered JSON nested too deeply") from None
         except (ValueError, UnicodeDecodeError):
             snippet = body[:80].decode("utf-8", "replace")
             raise EndpointError(f"endpoint {self.url} did not answer JSON (starts with {snippet!r})") from None
@@ -172,7 +193,7 @@ class Endpoint:
                 )
         try:
             array = np.asarray(data, dtype=np.float64)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError, RecursionError):
             raise EndpointError(f"endpoint {self.url} answered scores that are not a numeric array") from None
         if array.ndim not in (1, 2) or array.shape[0] != count:
             raise EndpointError(
