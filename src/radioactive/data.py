@@ -78,6 +78,10 @@ def decode_image(data: bytes, name: str, *, max_pixels: int = DEFAULT_MAX_PIXELS
                         f"{name}: {width}x{height} = {width * height} pixels exceeds the limit of {max_pixels} "
                         "(possible decompression bomb); raise --max-pixels if the image is genuine"
                     )
+                frames = getattr(image, "n_frames", 1)
+                if frames > 1:
+                    raise ImageReadError(f"{name}: animated image ({frames} frames); only still images can be "
+                                         "published marked (use --skip-bad to list it and go on)")
                 image.load()
                 image = ImageOps.exif_transpose(image)
                 return _to_tensor(image, name)
@@ -280,8 +284,10 @@ def _folder_source(root: Path, max_pixels: int) -> ImageSource:
 
 
 def _parse_label(value: object, where: str) -> int | str:
-    if isinstance(value, bool) or value is None:
+    if isinstance(value, bool) or value is None or not isinstance(value, (int, float, str)):
         raise ManifestError(f"{where}: missing or invalid label {value!r}")
+    if isinstance(value, float) and not value.is_integer():
+        raise ManifestError(f"{where}: invalid label {value!r}; use a class index or a class name")
     if isinstance(value, int):
         return value
     if isinstance(value, float) and value.is_integer():
