@@ -33,7 +33,7 @@ def demo_config(
     epochs: int = 3,
     arch: str = "cnn",
     seed: int = 0,
-    probes: int = 500,
+    probes: int = 300,
     num_controls: int = 9,
     reference_images: int = 1000,
     marker: str = "default",

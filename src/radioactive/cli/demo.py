@@ -19,7 +19,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--fraction", type=float, default=0.10, help="fraction of training images marked (0.10)")
     parser.add_argument("--epochs", type=int, default=3, help="training epochs of both models (3)")
     parser.add_argument("--arch", default="cnn", help="suspect architecture: cnn, resnet_narrow, ... (cnn)")
-    parser.add_argument("--probes", type=int, default=500, help="black-box probe images (500)")
+    parser.add_argument("--probes", type=int, default=300, help="black-box probe images (300)")
     parser.add_argument("--controls", type=int, default=9, help="black-box control carrier sets K (9)")
     parser.add_argument("--marker", default="default",
                         help="marking network checkpoint (default: the cached Fashion-MNIST marker)")
