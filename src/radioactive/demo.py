@@ -217,7 +217,7 @@ def run_demo(
     for name, fraction in (("suspect", config.fractions[-1]), ("control", 0.0)):
         what = f"{100 * fraction:g} % marked" if fraction else "clean"
         say(f"{name}: marking, training ({what} data, {config.train.get('epochs')} epochs) and testing")
-        record = run_one(RunSpec(fraction, model_setting, seed, shared), context, keep_model=True)
+        record = run_one(RunSpec(fraction, model_setting, seed, shared), context, keep_model=True, progress=say)
         model = record.pop("_model")
         model_spec = record.pop("_spec")
         verdicts[name] = record.pop("_verdicts")

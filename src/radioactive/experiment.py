@@ -473,8 +473,13 @@ def _predict(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
     return predict
 
 
-def run_one(spec: RunSpec, context: Context, *, keep_model: bool = False) -> dict[str, Any]:
-    """Mark, train, detect: one run of the grid. Returns its JSON record (and the model when ``keep_model``)."""
+def run_one(
+    spec: RunSpec, context: Context, *, keep_model: bool = False, progress: Callable[[str], None] | None = None
+) -> dict[str, Any]:
+    """Mark, train, detect: one run of the grid. Returns its JSON record (and the model when ``keep_model``).
+
+    ``progress`` receives a line after each stage (marking, training, tests)."""
+    say = progress or (lambda _line: None)
     config = context.config
     start = time.perf_counter()
     images, labels = context.data["train"]
@@ -484,6 +489,7 @@ def run_one(spec: RunSpec, context: Context, *, keep_model: bool = False) -> dic
     if len(indices):
         published[indices] = marked
     mark_seconds = time.perf_counter() - start
+    say(f"  marked images: {len(indices)} ({mark_seconds:.0f} s)")
 
     start_train = time.perf_counter()
     start_point, teacher = context.start_point(spec.model)
@@ -492,6 +498,8 @@ def run_one(spec: RunSpec, context: Context, *, keep_model: bool = False) -> dic
                  teacher=teacher, device=context.device, num_classes=context.num_classes)
     model = result.model
     train_seconds = time.perf_counter() - start_train
+    say(f"  trained {spec.model.name}: test accuracy {result.metrics.get('test_accuracy', float('nan')):.4f} "
+        f"({train_seconds:.0f} s)")
 
     verdicts: dict[str, Any] = {}
     detect = config.detect
@@ -513,6 +521,8 @@ def run_one(spec: RunSpec, context: Context, *, keep_model: bool = False) -> dic
             cache_dir=context.cache / "probes",
         )
     detect_seconds = time.perf_counter() - start_detect
+    say("  tests: " + ", ".join(f"{name} log10 p {v.log10_p:.2f}" for name, v in verdicts.items())
+        + f" ({detect_seconds:.0f} s)")
     finite = psnr[torch.isfinite(psnr)]
     record = {
         "run_id": spec.run_id,
