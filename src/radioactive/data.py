@@ -48,6 +48,7 @@ __all__ = [
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 _FORMATS = {"PNG", "JPEG", "MPO", "WEBP", "BMP", "DIB"}
 DEFAULT_MAX_PIXELS = 64_000_000
+MAX_CLASSES = 1_000_000  # a numeric label beyond this is an error, not a million-entry class table
 _GREY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 
 
@@ -290,9 +291,13 @@ def _parse_label(value: object, where: str) -> int | str:
         raise ManifestError(f"{where}: invalid label {value!r}; use a class index or a class name")
     if isinstance(value, int):
         return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    text = str(value).strip()
+    if isinstance(value, float):
+        if value.is_integer():
+            return int(value)
+        raise ManifestError(f"{where}: label {value!r} is not a whole number or a class name")
+    if not isinstance(value, str):
+        raise ManifestError(f"{where}: invalid label {value!r}; expected a class index or name")
+    text = value.strip()
     if not text:
         raise ManifestError(f"{where}: empty label")
     return int(text) if text.lstrip("-").isdigit() else text
@@ -341,6 +346,10 @@ def _list_source(path: Path, root: Path | None, max_pixels: int) -> ImageSource:
         bad = next(((where, label) for _, label, where in rows if int(label) < 0), None)
         if bad:
             raise ManifestError(f"{bad[0]}: negative label {bad[1]}")
+        if top >= MAX_CLASSES:
+            where = next(where for _, label, where in rows if int(label) == top)
+            raise ManifestError(f"{where}: label {top} is out of range (at most {MAX_CLASSES - 1}); labels are class "
+                                "indices 0..C-1 or class names")
         classes = [str(i) for i in range(top + 1)]
         index = {}
     items, seen = [], {}

@@ -64,6 +64,12 @@ def select_marked(source: ImageSource, fraction: float, classes: list[int], seed
 
 def output_names(source: ImageSource, marked: set[str]) -> dict[str, str]:
     """Relative output path of every item: marked ones become PNG, the rest keep their name."""
+    folded: dict[str, str] = {}
+    for item in source.items:
+        other = folded.setdefault(item.rel.casefold(), item.rel)
+        if other != item.rel:
+            raise DatasetError(f"{item.rel!r} and {other!r} differ only by case; they would collide on "
+                               "case-insensitive filesystems, rename one of them")
     taken = {item.rel for item in source.items if item.rel not in marked}
     names: dict[str, str] = {}
     for item in source.items:
