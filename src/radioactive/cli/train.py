@@ -17,9 +17,6 @@ from ..errors import ConfigError, DatasetError
 
 log = logging.getLogger(__name__)
 
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
-
-
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "train",
@@ -58,52 +55,43 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 # Reading a dataset (a published tree, a manifest, or Fashion-MNIST).
 
 
-def _read_image(path: Path, channels: int | None, size: int | None):
-    import numpy as np
+def _fit_image(image, channels: int, size: int | None):
+    """uint8 ``(c, H, W)`` to ``channels`` channels and, when given, ``size`` x ``size`` (bilinear, antialiased)."""
     import torch
-    from PIL import Image
 
-    from ..errors import ImageReadError
-
-    try:
-        with Image.open(path) as img:
-            img.load()
-            if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-                array = np.asarray(img, dtype=np.float64)
-                img = Image.fromarray((array / (65535.0 if array.max() > 255 else 255.0) * 255).round()
-                                      .clip(0, 255).astype(np.uint8))
-            mode = "L" if channels == 1 else "RGB" if channels == 3 else ("L" if img.mode in ("L", "LA", "1") else "RGB")
-            img = img.convert(mode)
-            if size is not None and img.size != (size, size):
-                img = img.resize((size, size), Image.BILINEAR)
-            array = np.asarray(img, dtype=np.uint8)
-    except (OSError, ValueError) as exc:
-        raise ImageReadError(f"cannot read image {str(path)!r}: {exc}") from exc
-    tensor = torch.from_numpy(array.copy())
-    return tensor[None] if tensor.dim() == 2 else tensor.permute(2, 0, 1)
+    if image.shape[0] != channels:
+        image = image.expand(channels, -1, -1) if image.shape[0] == 1 else image.float().mean(0, keepdim=True).round().to(torch.uint8)
+    if size is not None and tuple(image.shape[1:]) != (size, size):
+        resized = torch.nn.functional.interpolate(image[None].float(), size=(size, size), mode="bilinear",
+                                                  antialias=True, align_corners=False)[0]
+        image = resized.round().clamp(0, 255).to(torch.uint8)
+    return image.contiguous()
 
 
 def read_dataset(source: str, *, size: int | None = None) -> tuple[Any, Any, list[str], int]:
-    """``(images uint8 (N, c, H, W), labels (N,), ids, num_classes)`` from a name or a folder."""
+    """``(images uint8 (N, c, H, W), labels (N,), ids, num_classes)`` from ``fashion-mnist`` (the owner's 55k
+    split), ``fashion-mnist-test``, the output folder of ``radioactive mark`` (read through its
+    ``manifest.jsonl``; rows of unreadable images are skipped), or anything :func:`radioactive.data.open_source`
+    reads (class-subfolder tree, CSV/JSONL list). Images are decoded by :mod:`radioactive.data`."""
     import torch
 
-    if source in ("fashion-mnist", "fashion-mnist-train"):
+    from ..data import open_source, read_image
+
+    if source in ("fashion-mnist", "fashion-mnist-train", "fashion-mnist:train"):
         from ..train import fashion_mnist_splits
 
         images, labels = fashion_mnist_splits()["train"]
         return images, labels, [f"train/{i}" for i in range(len(labels))], 10
-    if source == "fashion-mnist-test":
+    if source in ("fashion-mnist-test", "fashion-mnist:test"):
         from ..fmnist import load_fashion_mnist
 
         images, labels = load_fashion_mnist("test")
         return images, labels, [f"test/{i}" for i in range(len(labels))], 10
     root = Path(source)
-    if not root.is_dir():
-        raise DatasetError(f"dataset {source!r} is neither 'fashion-mnist' nor a folder")
     manifest = root / "manifest.jsonl"
-    entries: list[tuple[Path, int, str]] = []
-    class_names: list[str] | None = None
-    if manifest.is_file():
+    entries: list[tuple[Any, int, str]] = []
+    num_classes = 0
+    if root.is_dir() and manifest.is_file():
         with open(manifest) as handle:
             for number, line in enumerate(handle, 1):
                 if not line.strip():
@@ -112,36 +100,31 @@ def read_dataset(source: str, *, size: int | None = None) -> tuple[Any, Any, lis
                     row = json.loads(line)
                 except json.JSONDecodeError as exc:
                     raise DatasetError(f"{manifest}:{number}: not JSON ({exc})") from exc
-                if row.get("status") in ("bad", "skipped") or row.get("error"):
+                if row.get("bad") or row.get("error") or row.get("output") is None:
                     continue
-                rel = row.get("output") or row.get("out") or row.get("path")
-                if rel is None or "label" not in row:
-                    raise DatasetError(f"{manifest}:{number}: a row needs 'output' (or 'path') and 'label'")
-                entries.append((root / rel, int(row["label"]), str(rel)))
+                if "label" not in row:
+                    raise DatasetError(f"{manifest}:{number}: a row needs 'output' and 'label'")
+                rel = str(row["output"])
+                entries.append((lambda rel=rel: read_image(root / rel, name=rel), int(row["label"]), rel))
     else:
-        class_names = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-        if not class_names:
-            raise DatasetError(f"{source!r} has no manifest.jsonl and no class subfolders")
-        for label, name in enumerate(class_names):
-            for path in sorted((root / name).rglob("*")):
-                if path.suffix.lower() in _IMAGE_SUFFIXES:
-                    entries.append((path, label, str(path.relative_to(root))))
+        listed = open_source(source)
+        num_classes = len(listed.classes)
+        entries = [(lambda item=item: listed.read(item), item.label, item.rel) for item in listed.items]
     if not entries:
         raise DatasetError(f"no images found in {source!r}")
-    first = _read_image(entries[0][0], None, size)
+    first = entries[0][0]()
     channels = first.shape[0]
-    target = size
     tensors = []
-    for path, _, _ in entries:
-        image = _read_image(path, channels, target)
-        if image.shape != first.shape and target is None:
+    for load, _, rel in entries:
+        image = _fit_image(load(), channels, size)
+        if size is None and image.shape != first.shape:
             raise DatasetError(
-                f"{str(path)!r} is {tuple(image.shape[1:])} but {entries[0][2]!r} is {tuple(first.shape[1:])}; "
+                f"{rel!r} is {tuple(image.shape[1:])} but {entries[0][2]!r} is {tuple(first.shape[1:])}; "
                 "pass --size to resize every image"
             )
         tensors.append(image)
     labels = torch.tensor([label for _, label, _ in entries], dtype=torch.int64)
-    num_classes = len(class_names) if class_names else int(labels.max()) + 1
+    num_classes = max(num_classes, int(labels.max()) + 1)
     return torch.stack(tensors), labels, [rel for _, _, rel in entries], num_classes
 
 
