@@ -19,6 +19,7 @@ from evaluate import balanced, obs, stats_on, versions
 from scipy.stats import kstest
 
 from radioactive.detect.black_box import Probes, verdict_from_observations
+from radioactive.detect.exact import exact_verdict
 from radioactive.detect.gradient import gradient_rows, null_log10_ps
 
 
@@ -57,7 +58,7 @@ def main():
         sus = stats_on(model, vers, probe_labels)
         k1 = args.controls + 1
         for stat in ("margin", "prob"):
-            for combine in ("t", "rank"):
+            for combine in ("t", "rank", "perm"):
                 for did in (True, False):
                     name = f"{stat}-{combine}-{'did' if did else 'noref'}"
                     lps = []
@@ -65,8 +66,11 @@ def main():
                         order = [i] + [j for j in range(k1) if j != i]
                         s2 = {k: v[order] for k, v in sus.items()}
                         r2 = {k: v[order] for k, v in ref_stats.items()} if did else None
-                        v = verdict_from_observations(obs(s2, r2, probe_labels.numpy(), "fresh", key),
-                                                      statistic=stat, combine=combine, difference=did)
+                        o = obs(s2, r2, probe_labels.numpy(), "fresh", key)
+                        if combine == "perm":
+                            v = exact_verdict(o, statistic=stat, difference=did)
+                        else:
+                            v = verdict_from_observations(o, statistic=stat, combine=combine, difference=did)
                         lps.append(v.log10_p)
                     pooled.setdefault(name, []).extend(lps)
         print(seed, {k: v for k, v in out["gradient"].items() if k.startswith(f"s{seed}")}, flush=True)

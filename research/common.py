@@ -74,6 +74,7 @@ def ordered_marked_indices(max_fraction: float = 0.05) -> torch.Tensor:
 def mark_config(name: str) -> MarkConfig:
     configs = {
         "default": MarkConfig(),
+        "s30": MarkConfig(steps=30, lr=0.02),  # 3x cheaper, larger shift (0.22 vs 0.20) at PSNR >= 40
         "s150": MarkConfig(steps=150),
         "ft0": MarkConfig(lambda_ft=0.0),
     }

@@ -1,19 +1,18 @@
 #!/bin/bash
-# First heavy queue: full-space key, default marking, resnet_narrow suspects, 5 epochs.
+# Heavy queue (CPU-starved session): full-space key, 30-step marking, resnet_narrow suspects, 3 epochs.
 cd "$(dirname "$0")"
 L=/tmp/radioactive-heavy.lock
 PY=../.venv/bin/python
-while [ ! -f ../markers/fmnist-cnn.safetensors ]; do sleep 10; done
-sleep 5
-flock $L $PY run.py mark full default
-flock $L $PY run.py train resnet_narrow 0.05 0
-flock $L $PY run.py train resnet_narrow 0.0 100
-flock $L $PY run.py train resnet_narrow 0.0 0
-flock $L $PY run.py train resnet_narrow 0.01 0
-flock $L $PY evaluate.py --name seed0 --probes 50 --published 30 --controls 20 --refs resnet_narrow:100 --suspects 0.05:0,0.0:0,0.01:0
+C=s30
+E=3
+flock $L bash -c "$PY run.py mark full $C && $PY run.py train resnet_narrow 0.05 0 full $C $E"
+flock $L bash -c "$PY run.py train resnet_narrow 0.0 100 full default $E && $PY run.py train resnet_narrow 0.0 0 full default $E"
+flock $L $PY evaluate.py --name seed0 --cfg $C --epochs $E --probes 20 --published 20 --controls 10 --refs resnet_narrow:100 --suspects 0.05:0,0.0:0
+flock $L $PY run.py train resnet_narrow 0.01 0 full $C $E
+flock $L $PY evaluate.py --name seed0 --cfg $C --epochs $E --probes 20 --published 20 --controls 10 --refs resnet_narrow:100 --suspects 0.05:0,0.0:0,0.01:0
 for s in 1 2; do
-  flock $L $PY run.py train resnet_narrow 0.05 $s
-  flock $L $PY run.py train resnet_narrow 0.0 $s
-  flock $L $PY run.py train resnet_narrow 0.01 $s
+  flock $L $PY run.py train resnet_narrow 0.05 $s full $C $E
+  flock $L $PY evaluate.py --name seed$s --cfg $C --epochs $E --probes 20 --published 20 --controls 10 --refs resnet_narrow:100 --suspects 0.05:$s
+  flock $L $PY run.py train resnet_narrow 0.0 $s full default $E
+  flock $L $PY run.py train resnet_narrow 0.01 $s full $C $E
 done
-flock $L $PY run.py train cnn 0.0 100
