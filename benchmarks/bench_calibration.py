@@ -199,13 +199,12 @@ def main(argv=None) -> int:
     out["whitebox_seconds"] = time.perf_counter() - t0
     out["whitebox_ok"] = all(v["ks_ok"] and v["ok@0.05"] for v in out["whitebox"].values())
     if not args.skip_black:
-        probe_pool = (val_images[args.reference_images :], val_labels[args.reference_images :])
-        probes = balanced_probes(*probe_pool, args.probes_per_class)
+        probes = balanced_probes(*splits["test"], args.probes_per_class)
         config = MarkConfig(steps=args.mark_steps, eval_draws=0)
         suspects = {"cnn": models["cnn"], "resnet_narrow": models["resnet_narrow"]}
         out["blackbox_setup"] = {"probes": len(probes), "controls": args.controls, "keys": args.black_keys,
                                  "mark_config": config.to_dict(), "suspects": list(suspects), "reference_model": "mlp",
-                                 "probe_source": "fresh (held-out val images, disjoint from the white-box reference)"}
+                                 "probe_source": "fresh (Fashion-MNIST test images, never used for training)"}
         out["blackbox"] = blackbox_calibration(marker, suspects, models["mlp"], probes, args.black_keys,
                                                args.controls, config)
         out["blackbox_ok"] = all(v["ok"] for k, v in out["blackbox"].items() if not k.startswith("_"))
