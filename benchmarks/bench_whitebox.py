@@ -102,7 +102,7 @@ def positive_control(marker, key, splits, train_images: int, epochs: int) -> dic
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--train-images", type=int, default=1000)
+    parser.add_argument("--train-images", type=int, default=600)
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--skip-positive", action="store_true")
     parser.add_argument("--out", default=str(RESULTS / "whitebox.json"))
