@@ -218,3 +218,26 @@ def test_sigkill_at_a_random_point_then_resume(setup):
     rng = random.Random(int(time.time()))
     done_before_kill = [_kill_and_resume(tmp, src, reference, rng) for _ in range(2)]
     assert any(0 < count < 39 for count in done_before_kill)
+
+
+def test_list_label_outside_the_key_is_refused_naming_the_row(setup, capsys):
+    tmp, src = setup
+    listing = src / "list.csv"
+    listing.write_text("path,label\nant/000.png,0\nbee/000.png,7\n")
+    assert _mark(tmp, listing, tmp / "dst") == 1
+    err = capsys.readouterr().err
+    assert "bee/000.png: label 7 is outside the key's classes 0..2" in err and "Traceback" not in err
+    assert not (tmp / "dst" / "manifest.jsonl").exists()
+
+
+def test_symlinked_folders_are_refused_not_skipped(setup, capsys):
+    tmp, src = setup
+    (tmp / "elsewhere").mkdir()
+    Image.fromarray(np.zeros((16, 16), dtype=np.uint8)).save(tmp / "elsewhere" / "x.png")
+    os.symlink(tmp / "elsewhere", src / "ant" / "more")
+    assert _mark(tmp, src, tmp / "dst") == 1
+    assert "ant/more: folder is a symbolic link, which is not followed" in capsys.readouterr().err
+    os.unlink(src / "ant" / "more")
+    os.symlink(tmp / "elsewhere", src / "zebra")
+    assert _mark(tmp, src, tmp / "dst2") == 1
+    assert "['zebra'] are symbolic links" in capsys.readouterr().err

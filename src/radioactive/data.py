@@ -263,15 +263,28 @@ def _safe_rel(text: str, where: str) -> str:
 
 
 def _folder_source(root: Path, max_pixels: int) -> ImageSource:
+    linked = sorted(entry.name for entry in root.iterdir() if entry.is_symlink() and entry.is_dir())
+    if linked:
+        raise DatasetError(
+            f"{root}: class folder(s) {linked} are symbolic links, which are not followed; copy them into SRC "
+            "or list their images in a CSV/JSONL file"
+        )
     classes = sorted(
         entry.name for entry in root.iterdir()
-        if entry.is_dir() and not entry.is_symlink() and not entry.name.startswith(".")
+        if entry.is_dir() and not entry.name.startswith(".")
     )
     if not classes:
         raise DatasetError(f"{root}: no class subfolders; expected SRC/<class>/<image>.png (or a CSV/JSONL list)")
     items: list[SourceItem] = []
     for label, name in enumerate(classes):
         for folder, dirs, files in os.walk(root / name, followlinks=False):
+            linked = [d for d in dirs if (Path(folder) / d).is_symlink()]
+            if linked:
+                where = (Path(folder) / linked[0]).relative_to(root).as_posix()
+                raise DatasetError(
+                    f"{where}: folder is a symbolic link, which is not followed; copy it into SRC or list its "
+                    "images in a CSV/JSONL file"
+                )
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
             for file in sorted(files):
                 if file.startswith(".") or not file.lower().endswith(IMAGE_EXTENSIONS):

@@ -303,13 +303,19 @@ def mark_dataset(
         raise ConfigError(f"fraction must be in [0, 1], got {fraction}")
     if link not in ("copy", "hardlink"):
         raise ConfigError(f"unknown link mode {link!r}; choose from ['copy', 'hardlink']")
+    outside = next((item for item in source.items if not 0 <= item.label < key.num_classes), None)
+    if outside is not None:
+        raise KeyMismatchError(
+            f"{outside.rel}: label {outside.label} is outside the key's classes 0..{key.num_classes - 1}; use the "
+            "key made for this dataset, or remove the row"
+        )
     if len(source.classes) > key.num_classes:
         raise KeyMismatchError(f"the dataset has {len(source.classes)} classes but the key has {key.num_classes}; use "
                                "the key (and marking network) made for this dataset")
-    top = max((item.label for item in source.items), default=0)
-    if top >= key.num_classes:
-        raise KeyMismatchError(f"the dataset has label {top} but the key has {key.num_classes} classes")
     classes = sorted(set(range(len(source.classes))) if classes is None else set(classes))
+    wrong = [c for c in classes if not 0 <= c < min(key.num_classes, max(len(source.classes), 1))]
+    if wrong:
+        raise ConfigError(f"--classes {wrong} are not classes of this dataset and key (0..{len(source.classes) - 1})")
     out = Path(out)
     _check_places(source, out)  # before creating anything
     out.mkdir(parents=True, exist_ok=True)
