@@ -17,9 +17,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     parser.add_argument("--fraction", type=float, default=0.10, help="fraction of training images marked (0.10)")
-    parser.add_argument("--epochs", type=int, default=3, help="training epochs of both models (3)")
+    parser.add_argument("--epochs", type=int, default=2, help="training epochs of both models (2)")
+    parser.add_argument("--mark-steps", type=int, default=30, help="marking optimisation steps per image (30)")
     parser.add_argument("--arch", default="cnn", help="suspect architecture: cnn, resnet_narrow, ... (cnn)")
-    parser.add_argument("--probes", type=int, default=300, help="black-box probe images (300)")
+    parser.add_argument("--probes", type=int, default=200, help="black-box probe images (200)")
     parser.add_argument("--controls", type=int, default=9, help="black-box control carrier sets K (9)")
     parser.add_argument("--marker", default="default",
                         help="marking network checkpoint (default: the cached Fashion-MNIST marker)")
@@ -36,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
     if not 0 < args.fraction <= 1:
         raise ConfigError(f"--fraction must be in (0, 1] (0.10 for 10 %), got {args.fraction}")
     config = demo_config(fraction=args.fraction, epochs=args.epochs, arch=args.arch, seed=args.seed,
+                         mark_steps=args.mark_steps,
                          probes=args.probes, num_controls=args.controls, marker=args.marker,
                          device=resolve_device(args.device))
 
