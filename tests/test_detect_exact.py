@@ -42,3 +42,15 @@ def test_best_case_and_verdict():
     verdict = exact_verdict(obs)
     assert verdict.test == "blackbox-perm-did"
     assert verdict.log10_p < -13
+
+
+def test_black_box_dispatches_perm():
+    from radioactive.detect.black_box import COMBINATIONS, verdict_from_observations
+
+    assert "perm" in COMBINATIONS
+    values = np.random.default_rng(2).normal(size=(21, 10))
+    obs = Observations(pairs=tuple((k, k) for k in range(10)), counts=np.full(10, 5), suspect={"margin": values},
+                       reference=None, output_kind="logits", source="fresh", num_probes=50, key_fingerprint="x")
+    verdict = verdict_from_observations(obs, combine="perm")
+    assert verdict.test == "blackbox-perm"
+    assert -13.3 < verdict.log10_p <= 0
