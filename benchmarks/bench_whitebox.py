@@ -65,6 +65,33 @@ def marked_training_set(marker, key, images, labels, cache: Path):
     return marked, info
 
 
+def logistic_regression_head(marker, images, labels, weight_decay: float = 1e-4):
+    """A linear classifier fitted to convergence (L-BFGS, float64) on the marker's frozen features of
+    ``images``, installed as the head of a copy of the marker: the paper's frozen-features setting."""
+    import copy
+
+    with torch.no_grad():
+        feats = torch.cat([marker.features(images[i : i + 1000].float() / 255).double()
+                           for i in range(0, len(images), 1000)])
+    weight = torch.zeros(10, feats.shape[1], dtype=torch.float64, requires_grad=True)
+    bias = torch.zeros(10, dtype=torch.float64, requires_grad=True)
+    optimiser = torch.optim.LBFGS([weight, bias], max_iter=500, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimiser.zero_grad()
+        loss = torch.nn.functional.cross_entropy(feats @ weight.T + bias, labels) + weight_decay * weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    optimiser.step(closure)
+    model = copy.deepcopy(marker.model)
+    head = model.get_submodule(marker.split.head_name)
+    with torch.no_grad():
+        head.weight.copy_(weight.detach().float())
+        head.bias.copy_(bias.detach().float())
+    return model.eval()
+
+
 def positive_control(marker, key, splits, train_images: int, epochs: int) -> dict:
     from radioactive.train import TrainRecipe, evaluate, fit
 
@@ -80,29 +107,33 @@ def positive_control(marker, key, splits, train_images: int, epochs: int) -> dic
         chosen = order[: int(round(fraction * len(images)))]
         mixed = images.clone()
         mixed[chosen] = marked[chosen]
-        start = time.perf_counter()
-        result = fit(marker.model, mixed, labels, recipe=TrainRecipe(mode="linear_probe", epochs=epochs, lr=0.1),
-                     seed=1)
-        train_seconds = time.perf_counter() - start
-        verdict = whitebox(result.model, key, reference, marker=marker)
-        out["fractions"][str(fraction)] = {
-            "log10_p": verdict.log10_p,
-            "alignment": verdict.alignment["method"],
-            "mean_cosine": verdict.details["mean_cosine"],
-            "cosines": [c.cosine for c in verdict.classes],
-            "test_accuracy": evaluate(result.model, *splits["test"])["accuracy"],
-            "train_seconds": train_seconds,
-        }
-        log.info("positive control (b) at %.0f%% marked: log10 p %.2f (mean cosine %.3f)", 100 * fraction,
-                 verdict.log10_p, verdict.details["mean_cosine"])
-    out["ok"] = out["fractions"]["1.0"]["log10_p"] <= -5
+        for trainer in ("logistic_regression", "sgd_linear_probe"):
+            start = time.perf_counter()
+            if trainer == "sgd_linear_probe":
+                model = fit(marker.model, mixed, labels, recipe=TrainRecipe(mode="linear_probe", epochs=epochs, lr=0.1),
+                            seed=1).model
+            else:
+                model = logistic_regression_head(marker, mixed, labels)
+            train_seconds = time.perf_counter() - start
+            verdict = whitebox(model, key, reference, marker=marker)
+            out["fractions"].setdefault(trainer, {})[str(fraction)] = {
+                "log10_p": verdict.log10_p,
+                "alignment": verdict.alignment["method"],
+                "mean_cosine": verdict.details["mean_cosine"],
+                "cosines": [c.cosine for c in verdict.classes],
+                "test_accuracy": evaluate(model, *splits["test"])["accuracy"],
+                "train_seconds": train_seconds,
+            }
+            log.info("positive control (b), %s, %.0f%% marked: log10 p %.2f (mean cosine %.3f)", trainer,
+                     100 * fraction, verdict.log10_p, verdict.details["mean_cosine"])
+    out["ok"] = min(v["1.0"]["log10_p"] for v in out["fractions"].values()) <= -5
     return out
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--train-images", type=int, default=600)
+    parser.add_argument("--train-images", type=int, default=3000)
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--skip-positive", action="store_true")
     parser.add_argument("--out", default=str(RESULTS / "whitebox.json"))
@@ -136,7 +167,8 @@ def main(argv=None) -> int:
     out["total_seconds"] = time.perf_counter() - start
     atomic_write_json(args.out, out)
     print(json.dumps({"speed_best_s": out["speed"]["best_seconds"],
-                      "positive_b": {k: v["log10_p"] for k, v in out.get("positive_control_b", {}).get("fractions", {}).items()},
+                      "positive_b": {t: {k: v["log10_p"] for k, v in f.items()}
+                                     for t, f in out.get("positive_control_b", {}).get("fractions", {}).items()},
                       "total_s": out["total_seconds"]}, indent=1))
     return 0
 
