@@ -6,6 +6,7 @@ import time
 import common
 import numpy as np
 from calibrate import fpr
+
 from radioactive.detect.gradient import gradient_rows, null_log10_ps
 
 t0 = time.time()

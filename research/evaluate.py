@@ -140,6 +140,11 @@ def main():
                         v = verdict_from_observations(o, statistic=stat, combine=combine, difference=ref is not None)
                         rec["tests"][f"bb-{source}-{stat}-{combine}-{ref_name or 'noref'}"] = v.log10_p
                     v = exact_verdict(o, statistic=stat, difference=ref is not None)
+                    if stat == "margin":
+                        vals = sus[stat] - (ref[stat] if ref is not None else 0.0)
+                        rec.setdefault("diag", {})[f"{source}-{ref_name or 'noref'}"] = {
+                            "true_minus_control_mean": (vals[0] - vals[1:].mean(0)).round(4).tolist(),
+                            "control_sd": vals[1:].std(0, ddof=1).round(4).tolist()}
                     rec["tests"][f"bb-{source}-{stat}-perm-{ref_name or 'noref'}"] = v.log10_p
         results.append(rec)
         main_keys = ["whitebox", "grad-centred-own", "grad-centred-all", "grad-logprob-own",
