@@ -87,7 +87,7 @@ def calibration() -> list[str]:
             f"{f(row['ks_pvalue'], 3)} |"
         )
     worst: dict[str, float] = {}
-    for name, row in cal["blackbox"].items():
+    for row in cal["blackbox"].values():
         if not isinstance(row, dict) or "n" not in row:
             continue
         for alpha in ("0.01", "0.05", "0.1"):
@@ -167,7 +167,7 @@ def robustness() -> list[str]:
             f"{name.replace('_', ' ')} {row['cases']:,} cases, {row['crashes']} crashes"
             for name, row in fuzz["targets"].items()
         ]
-        out += [f"**Fuzzing** (`benchmarks/bench_fuzz.py`, hypothesis): " + "; ".join(parts) + ".", ""]
+        out += ["**Fuzzing** (`benchmarks/bench_fuzz.py`, hypothesis): " + "; ".join(parts) + ".", ""]
     kill = load("kill_resume.json")
     if kill:
         out += [
