@@ -36,6 +36,8 @@ def main():
     ap.add_argument("--space", default="full")
     ap.add_argument("--probes", type=int, default=50)
     ap.add_argument("--controls", type=int, default=20)
+    ap.add_argument("--cfg", default="s30")
+    ap.add_argument("--epochs", type=int, default=3)
     args = ap.parse_args()
     m = common.marker()
     key = common.key(args.space, m)
@@ -45,12 +47,12 @@ def main():
     pairs = tuple((k, k) for k in range(10))
     out = {"args": vars(args), "gradient": {}, "blackbox": {}}
     probe_images, probe_labels = balanced(val_images[2000:], val_labels[2000:], args.probes)
-    vers = versions(m, key, Probes(probe_images, probe_labels), args.controls, "default")
-    ref_model, _ = common.suspect("resnet_narrow", 0.0, 100)
+    vers = versions(m, key, Probes(probe_images, probe_labels), args.controls, args.cfg)
+    ref_model, _ = common.suspect("resnet_narrow", 0.0, 100, epochs=args.epochs)
     ref_stats = stats_on(ref_model, vers, probe_labels)
     pooled = {}
     for seed in [int(s) for s in args.seeds.split(",")]:
-        model, _ = common.suspect("resnet_narrow", 0.0, seed)
+        model, _ = common.suspect("resnet_narrow", 0.0, seed, epochs=args.epochs)
         for score, images_for in (("centred", "own"), ("centred", "all"), ("logprob", "own")):
             rows, _ = gradient_rows(model, m, ref_images, ref_labels, pairs, score=score, images_for=images_for)
             lp = null_log10_ps(rows, key, pairs, args.keys, seed=seed)
