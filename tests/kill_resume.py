@@ -69,7 +69,7 @@ def trial(key: Path, src: Path, reference: Path, out: Path, delay: float, rng: r
     started = time.monotonic()
     process = subprocess.Popen(command(key, src, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     kills = 0
-    for wait in (delay, rng.uniform(0, delay)):
+    for attempt, wait in enumerate((delay, rng.uniform(0, delay))):
         try:
             process.wait(timeout=wait)
         except subprocess.TimeoutExpired:
@@ -77,7 +77,7 @@ def trial(key: Path, src: Path, reference: Path, out: Path, delay: float, rng: r
             process.wait()
             kills += 1
         rows_at_kill = manifest_rows(out)
-        if kills == 1 and rng.random() < 0.5:  # sometimes kill the first resume too
+        if attempt == 0 and kills == 1 and rng.random() < 0.5:  # sometimes kill the first resume too
             process = subprocess.Popen(command(key, src, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             continue
         break
