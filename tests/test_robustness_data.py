@@ -224,3 +224,13 @@ def test_list_with_non_utf8_bytes_is_a_clear_error(tmp_path):
     path.write_bytes(b"img/\xff.png,0\n")
     with pytest.raises(DatasetError, match=r"l\.csv: cannot read the image list"):
         open_source(path)
+
+
+def test_unicode_digit_labels_are_names_not_a_crash(tmp_path):
+    """Found by bench_fuzz: '²'.isdigit() is True but int('²') raises; such a label is a class name."""
+    listing = tmp_path / "list.csv"
+    listing.write_text("path,label\na.png,0\nb.png,\u00b2\n", encoding="utf-8")
+    with pytest.raises(ManifestError, match="mix class names and numbers"):
+        open_source(listing)
+    listing.write_text("path,label\na.png,\u00b2\nb.png,x\n", encoding="utf-8")
+    assert sorted(open_source(listing).classes) == ["x", "\u00b2"]

@@ -313,7 +313,7 @@ def _parse_label(value: object, where: str) -> int | str:
     text = value.strip()
     if not text:
         raise ManifestError(f"{where}: empty label")
-    return int(text) if text.lstrip("-").isdigit() else text
+    return int(text) if (text.lstrip("-").isascii() and text.lstrip("-").isdigit()) else text
 
 
 def _list_source(path: Path, root: Path | None, max_pixels: int) -> ImageSource:

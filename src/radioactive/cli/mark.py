@@ -71,7 +71,7 @@ def _classes(text: str | None, names: list[str]) -> list[int] | None:
     for part in (p.strip() for p in text.split(",") if p.strip()):
         if part in names:
             out.append(names.index(part))
-        elif part.isdigit() and int(part) < len(names):
+        elif part.isascii() and part.isdigit() and int(part) < len(names):
             out.append(int(part))
         else:
             raise ConfigError(f"unknown class {part!r}; the dataset's classes are {names}")
