@@ -195,3 +195,20 @@ def test_torch_export_archive(tmp_path):
     marker = Marker.from_model(model, spec)
     with pytest.raises(HeadResolutionError, match="torch.export archive has no layers"):
         whitebox(loaded, Key.generate(marker.info, seed=0), x, marker=marker)
+
+
+def test_torchscript_suspect_loads_for_black_box(tmp_path):
+    from radioactive.nets import NetSpec, build_from_spec, load_suspect
+
+    model = build_from_spec(NetSpec("cnn", 4, input_size=(16, 16), kwargs={"width": 4, "feature_dim": 8})).eval()
+    scripted = torch.jit.script(model)
+    path = tmp_path / "suspect.pt"
+    torch.jit.save(scripted, str(path))
+    loaded = load_suspect(path).eval()
+    x = torch.rand(3, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x))
+    torch.save(model.state_dict(), tmp_path / "plain.pt")  # a plain state dict zip is not TorchScript
+    from radioactive.nets import _is_torchscript
+
+    assert not _is_torchscript(tmp_path / "plain.pt") and _is_torchscript(path)

@@ -575,15 +575,32 @@ class ExportedModel(nn.Module):
         return self.program(x)
 
 
+def _is_torchscript(path: Path) -> bool:
+    """A TorchScript archive is a zip whose members include compiled TorchScript under ``code/`` and a
+    ``constants.pkl``; its loader accepts only tensors and TorchScript types (no Python pickle payloads)."""
+    if not path.is_file() or not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+    return any("/code/" in name for name in names) and any(name.endswith("constants.pkl") for name in names)
+
+
 def load_suspect(
     path: str | os.PathLike, *, arch: str | None = None, num_classes: int | None = None, spec: NetSpec | None = None
 ) -> nn.Module:
     """Load an untrusted suspect model without executing code from the file.
 
     Accepts a radioactive checkpoint, safetensors or a ``weights_only`` state dict with ``arch`` (builtin,
-    ``torchvision:``/``timm:`` name) and ``num_classes``, or a ``torch.export`` archive (``.pt2``).
+    ``torchvision:``/``timm:`` name) and ``num_classes``, a ``torch.export`` archive (``.pt2``), or a TorchScript archive (``torch.jit.save``). The last two are
+    frozen graphs without ``nn.Linear`` modules: black-box tests only.
     """
     path = Path(path)
+    if _is_torchscript(path):
+        try:
+            scripted = torch.jit.load(str(path), map_location="cpu")
+        except Exception as exc:
+            raise ModelLoadError(f"{str(path)!r} is not a loadable TorchScript archive: {exc}") from exc
+        return ExportedModel(scripted)
     if path.suffix == ".pt2":
         _refuse_pickled_objects(path)
         try:

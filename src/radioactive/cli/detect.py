@@ -30,7 +30,7 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--marker", default=None,
                         help="marking-network checkpoint the key was made with (default: the built-in Fashion-MNIST marker)")
     parser.add_argument("--model", default=None,
-                        help="suspect: a radioactive checkpoint, weights (safetensors / state dict, with --arch) or a .pt2 "
+                        help="suspect: a radioactive checkpoint, weights (safetensors / state dict, with --arch), a TorchScript archive or a .pt2 "
                              "torch.export archive; for --black-box, optional when --endpoint is given")
     parser.add_argument("--arch", default=None, help="architecture of --model weights: cnn, resnet_narrow, mlp, "
                         "torchvision:<name> or timm:<name>")
@@ -135,15 +135,17 @@ def load_images(source: str, limit: int | None = None) -> tuple[torch.Tensor, to
 
 
 def _load_model(path: str, arch: str | None, num_classes: int) -> torch.nn.Module:
-    from ..nets import load_checkpoint, load_suspect
+    from pathlib import Path
 
-    if path.endswith(".pt2") or arch is not None:
+    from ..nets import _is_torchscript, load_checkpoint, load_suspect
+
+    if path.endswith(".pt2") or arch is not None or _is_torchscript(Path(path)):
         return load_suspect(path, arch=arch, num_classes=num_classes)
     try:
         model, _, _ = load_checkpoint(path)
     except ModelLoadError as exc:
         if "carries no architecture spec" in str(exc):
-            raise ModelLoadError(f"{exc} (or pass a .pt2 torch.export archive)") from None
+            raise ModelLoadError(f"{exc} (or pass a .pt2 torch.export or TorchScript archive)") from None
         raise
     return model
 
