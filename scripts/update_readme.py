@@ -118,20 +118,20 @@ def whitebox() -> list[str]:
     ]
     control = wb.get("positive_control_b")
     if control:
-        rows = [
-            f"| {100 * float(frac):.0f} % | {f(res['log10_p'])} | {f(res.get('mean_cosine'), 3)} | "
-            f"{f(100 * res['test_accuracy'], 1)} % |"
-            for frac, res in sorted(control["fractions"].items(), key=lambda kv: -float(kv[0]))
-        ]
         out += [
             f"**Positive control**: a linear classifier on the marker's frozen features, "
-            f"{control['train_images']} training images:",
+            f"{control['train_images']:,} training images, all / 10 % / none of them marked:",
             "",
-            "| marked | white-box log10 p | mean cosine | test accuracy |",
-            "|---|---|---|---|",
-            *rows,
-            "",
+            "| classifier | marked | white-box log10 p | mean cosine | test accuracy |",
+            "|---|---|---|---|---|",
         ]
+        for kind, fractions in control["fractions"].items():
+            for frac, res in sorted(fractions.items(), key=lambda kv: -float(kv[0])):
+                out.append(
+                    f"| {kind.replace('_', ' ')} | {100 * float(frac):.0f} % | {f(res['log10_p'])} | "
+                    f"{f(res.get('mean_cosine'), 3)} | {f(100 * res['test_accuracy'], 1)} % |"
+                )
+        out.append("")
     return out
 
 
@@ -172,7 +172,7 @@ def robustness() -> list[str]:
     if kill:
         out += [
             f"**Kill and resume** (`benchmarks/bench_kill_resume.py`): {kill.get('trials')} SIGKILL trials, "
-            f"{kill.get('identical', kill.get('passed'))} reruns byte-identical to an uninterrupted run.",
+            f"{kill.get('ok')} reruns byte-identical to an uninterrupted run ({kill.get('killed_mid_run')} killed mid-run).",
             "",
         ]
     return out
