@@ -37,6 +37,7 @@ WORKER = textwrap.dedent(
            "norm": float(flat.double().norm())}
     with open(sys.argv[1] + f".{rank}.json", "w") as handle:
         json.dump(out, handle)
+    torch.distributed.barrier()
     torch.distributed.destroy_process_group()
     """
 )

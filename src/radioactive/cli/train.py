@@ -228,6 +228,10 @@ def run(args: argparse.Namespace) -> int:
             shown = f"test accuracy {accuracy:.4f}, " if accuracy is not None else ""
             print(f"trained {recipe.mode} {spec.arch} on {len(labels)} images: {shown}"
                   f"{result.metrics['seconds_per_epoch']:.1f} s/epoch; saved {out}")
+        if world > 1:
+            # Every rank waits for rank 0's checkpoint before the group is torn down: a rank that destroys
+            # the gloo group while the other still holds it aborts the process ("terminate called ...").
+            torch.distributed.barrier()
     finally:
         if world > 1 and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
