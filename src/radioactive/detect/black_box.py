@@ -351,6 +351,20 @@ def collect(
     )
 
 
+def statistic_values(obs: Observations, statistic: str, difference: bool | None) -> tuple[bool, np.ndarray]:
+    """The per-class statistic of every version, ``(K + 1, C')`` (row 0: the true carriers), minus the
+    reference model's when ``difference`` (default: whenever a reference was recorded)."""
+    if statistic not in obs.suspect:
+        raise ConfigError(f"the model returns labels only; the statistic must be 'label', not {statistic!r}")
+    difference = obs.reference is not None if difference is None else difference
+    values = obs.suspect[statistic]
+    if difference:
+        if obs.reference is None:
+            raise ConfigError("difference in differences needs a reference model")
+        values = values - obs.reference[statistic]
+    return difference, values
+
+
 def verdict_from_observations(
     obs: Observations,
     *,
@@ -383,14 +397,7 @@ def verdict_from_observations(
         from .exact import exact_verdict
 
         return exact_verdict(obs, statistic=statistic, difference=difference, alpha=alpha, model_id=model_id)
-    if statistic not in obs.suspect:
-        raise ConfigError(f"the model returns labels only; the statistic must be 'label', not {statistic!r}")
-    difference = obs.reference is not None if difference is None else difference
-    values = obs.suspect[statistic]
-    if difference:
-        if obs.reference is None:
-            raise ConfigError("difference in differences needs a reference model")
-        values = values - obs.reference[statistic]
+    difference, values = statistic_values(obs, statistic, difference)
     true_value, controls = values[0], values[1:].T  # (C',), (C', K)
     details: dict[str, Any] = {
         "statistic": statistic,

@@ -26,7 +26,7 @@ import numpy as np
 from .. import stats
 from ..errors import ConfigError
 from ._common import log10, z_of
-from .black_box import STATISTICS, Observations
+from .black_box import STATISTICS, Observations, statistic_values
 from .verdict import ClassScore, Verdict
 
 __all__ = ["permutation_sum_log_p", "exact_verdict"]
@@ -91,14 +91,7 @@ def exact_verdict(
     """
     if statistic not in STATISTICS:
         raise ConfigError(f"unknown statistic {statistic!r}; choose from {list(STATISTICS)}")
-    if statistic not in obs.suspect:
-        raise ConfigError(f"the model returns labels only; the statistic must be 'label', not {statistic!r}")
-    difference = obs.reference is not None if difference is None else difference
-    values = obs.suspect[statistic]
-    if difference:
-        if obs.reference is None:
-            raise ConfigError("difference in differences needs a reference model")
-        values = values - obs.reference[statistic]
+    difference, values = statistic_values(obs, statistic, difference)
     per_class = values.T  # (C', K + 1)
     log_p, z = permutation_sum_log_p(per_class, grid=grid)
     rank_ps = stats.rank_log_p(per_class[:, 0], per_class[:, 1:])
