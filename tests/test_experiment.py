@@ -196,3 +196,44 @@ def test_cli_experiment_with_lock_runs_everything(tmp_path, monkeypatch):
     assert main(["experiment", str(path), "--out", str(out), "--lock", str(tmp_path / "lock")]) == 0
     assert len(list((out / "runs").glob("*.json"))) == 2 and (out / "results.md").is_file()
     assert main(["experiment", str(path), "--out", str(out), "--aggregate-only"]) == 0
+
+
+def test_gradient_test_and_blackbox_variants_share_one_collection(tmp_path):
+    from radioactive.detect import Probes, blackbox
+    from radioactive.detect.gradient import gradient_whitebox
+    from radioactive.experiment import Context, expand_grid, run_one
+
+    config = tiny_config(
+        fractions=(0.25,), models=(ModelSetting(mode="scratch", arch="cnn", kwargs=TINY),),
+        detect={"tests": ["whitebox", "gradient", "blackbox"], "reference_images": 16, "probes": 16,
+                "num_controls": 3, "reference_model": False, "blackbox_variants": ["loss:perm", "margin:t"]},
+    )
+    context = Context(config, tmp_path, marker=tiny_marker(), data=toy_splits())
+    spec = expand_grid(config)[0]
+    record = run_one(spec, context, keep_model=True)
+    assert set(record["log10_p"]) == {"whitebox", "gradient", "blackbox", "blackbox-loss-perm", "blackbox-margin-t"}
+    assert record["verdicts"]["blackbox-loss-perm"]["test"].startswith("blackbox-perm")
+    model, key = record["_model"].eval(), context.key(spec.seed)
+
+    def predict(images):
+        with torch.no_grad():
+            return model(images)
+
+    # Each variant equals the stand-alone test with the same settings (the probes' markings are cached).
+    probes = Probes(*context.probes())
+    for name, statistic, combine in (("blackbox", "margin", "rank"), ("blackbox-loss-perm", "loss", "perm"),
+                                     ("blackbox-margin-t", "margin", "t")):
+        alone = blackbox(predict, key, probes, marker=context.marker, num_controls=3, statistic=statistic,
+                         combine=combine, config=config.mark_config(), seed=spec.seed,
+                         cache_dir=context.cache / "probes")
+        assert record["log10_p"][name] == pytest.approx(alone.log10_p, abs=1e-9)
+    alone = gradient_whitebox(model, key, context.reference_images(), marker=context.marker, images_for="all")
+    # float32 gradients summed in another order: equal to single precision, not bit for bit.
+    assert record["log10_p"]["gradient"] == pytest.approx(alone.log10_p, rel=1e-5)
+
+
+def test_bad_blackbox_variant_is_refused():
+    with pytest.raises(ConfigError, match="black-box variant 'loss-perm'"):
+        config_from_dict({"detect": {"blackbox_variants": ["loss-perm"]}})
+    with pytest.raises(ConfigError, match="gradient_images"):
+        config_from_dict({"detect": {"gradient_images": "some"}})

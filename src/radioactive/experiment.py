@@ -42,7 +42,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-TESTS = ("whitebox", "blackbox")
+TESTS = ("whitebox", "gradient", "blackbox")
 
 
 @dataclass(frozen=True)
@@ -75,14 +75,24 @@ class ModelSetting:
 class DetectSettings:
     """Which tests run and how. ``reference_images`` (white-box) and ``probes`` (black-box, fresh clean
     images) come from the held-out split, disjoint. ``reference_model``: train a clean model (``reference_arch``)
-    for the black-box difference in differences."""
+    for the black-box difference in differences.
 
-    tests: tuple[str, ...] = TESTS
+    ``tests``: ``whitebox`` (the paper's test: least-squares alignment, cosine of each row with its carrier),
+    ``gradient`` (:func:`radioactive.detect.gradient.gradient_whitebox` on the reference images, exact) and
+    ``blackbox`` (``statistic`` and ``combine``). ``blackbox_variants`` (``"loss:perm"``, ...) are more
+    black-box tests computed from the same observations, recorded as ``blackbox-<statistic>-<combine>``: they
+    cost no extra marking or queries. ``gradient_reference_images`` > 0 runs the gradient test on the first
+    that many reference images only (it costs one suspect backward and one marker JVP per image and class)."""
+
+    tests: tuple[str, ...] = ("whitebox", "blackbox")
     reference_images: int = 1000
     probes: int = 500
     num_controls: int = 9
     statistic: str = "margin"
     combine: str = "rank"
+    blackbox_variants: tuple[str, ...] = ()
+    gradient_images: str = "all"
+    gradient_reference_images: int = 0
     reference_model: bool = True
     reference_arch: str = "cnn"
     alpha: float = 0.05
@@ -96,10 +106,28 @@ class DetectSettings:
             raise ConfigError("reference_images, probes and num_controls must be >= 1")
         if not 0 < self.alpha < 1:
             raise ConfigError(f"alpha must be in (0, 1), got {self.alpha}")
+        from .detect.black_box import COMBINATIONS, STATISTICS
+
+        object.__setattr__(self, "blackbox_variants", tuple(self.blackbox_variants))
+        for variant in ((f"{self.statistic}:{self.combine}",) + self.blackbox_variants):
+            statistic, _, combine = variant.partition(":")
+            if statistic not in STATISTICS or combine not in COMBINATIONS:
+                raise ConfigError(f"black-box variant {variant!r} must be 'statistic:combine' with statistic in "
+                                  f"{list(STATISTICS)} and combine in {list(COMBINATIONS)}")
+        if self.gradient_images not in ("own", "all"):
+            raise ConfigError(f"gradient_images must be 'own' or 'all', got {self.gradient_images!r}")
+
+    def variant_names(self) -> list[tuple[str, str, str]]:
+        """(record name, statistic, combine) of every black-box test: the main one first."""
+        out = [("blackbox", self.statistic, self.combine)]
+        out += [(f"blackbox-{v.partition(':')[0]}-{v.partition(':')[2]}", v.partition(":")[0], v.partition(":")[2])
+                for v in self.blackbox_variants]
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["tests"] = list(self.tests)
+        out["blackbox_variants"] = list(self.blackbox_variants)
         return out
 
 
@@ -509,17 +537,29 @@ def run_one(
 
         verdicts["whitebox"] = whitebox(model, key, context.reference_images()[0], marker=context.marker,
                                         alpha=detect.alpha)
+    if "gradient" in detect.tests:
+        from .detect.gradient import gradient_whitebox
+
+        refs = context.reference_images()
+        if detect.gradient_reference_images > 0:
+            refs = (refs[0][: detect.gradient_reference_images], refs[1][: detect.gradient_reference_images])
+        verdicts["gradient"] = gradient_whitebox(model, key, refs, marker=context.marker,
+                                                 images_for=detect.gradient_images, alpha=detect.alpha)
     if "blackbox" in detect.tests:
-        from .detect import Probes, blackbox
+        from .detect import Probes
+        from .detect.black_box import collect, verdict_from_observations
 
         probe_images, probe_labels = context.probes()
         reference = _predict(context.reference_model()) if detect.reference_model else None
-        verdicts["blackbox"] = blackbox(
+        # One marking of the probes and one pass of queries serve every black-box variant.
+        observations = collect(
             _predict(model), key, Probes(probe_images, probe_labels), marker=context.marker,
-            num_controls=detect.num_controls, statistic=detect.statistic, combine=detect.combine,
-            reference=reference, config=config.mark_config(), seed=spec.seed, alpha=detect.alpha,
+            num_controls=detect.num_controls, reference=reference, config=config.mark_config(), seed=spec.seed,
             cache_dir=context.cache / "probes",
         )
+        for name, statistic, combine in detect.variant_names():
+            verdicts[name] = verdict_from_observations(observations, statistic=statistic, combine=combine,
+                                                       alpha=detect.alpha)
     detect_seconds = time.perf_counter() - start_detect
     say("  tests: " + ", ".join(f"{name} log10 p {v.log10_p:.2f}" for name, v in verdicts.items())
         + f" ({detect_seconds:.0f} s)")
