@@ -237,3 +237,35 @@ def test_bad_blackbox_variant_is_refused():
         config_from_dict({"detect": {"blackbox_variants": ["loss-perm"]}})
     with pytest.raises(ConfigError, match="gradient_images"):
         config_from_dict({"detect": {"gradient_images": "some"}})
+
+
+def test_published_probes_share_the_published_augmentation_streams(tmp_path):
+    """The control twins of published probes are marked with the streams the published images were marked
+    with: re-marking the originals with the true key through the black-box path gives the published pixels."""
+    from radioactive.detect import Probes
+    from radioactive.detect.black_box import marked_versions
+    from radioactive.experiment import Context, expand_grid, run_one
+
+    config = tiny_config(
+        fractions=(0.0, 0.25, 0.5), models=(ModelSetting(mode="scratch", arch="cnn", kwargs=TINY),),
+        detect={"tests": ["published"], "published_probes": 3, "num_controls": 3, "reference_images": 16,
+                "probes": 16, "reference_model": False, "blackbox_variants": ["loss:perm"]},
+    )
+    context = Context(config, tmp_path, marker=tiny_marker(), data=toy_splits())
+    probes = context.published_probes(0)
+    assert len(probes) == 12 and torch.bincount(probes.labels).tolist() == [3, 3, 3, 3]
+    small, _, _ = context.marked_subset(0, 0.25)
+    train_images = context.data["train"][0]
+    assert all(any(torch.equal(img, train_images[i]) for i in small.tolist()) for img in probes.images)
+    key = context.key(0)
+    _, remarked = next(marked_versions(context.marker, key, Probes(probes.images, probes.labels, ids=probes.ids),
+                                       num_controls=1, config=config.mark_config(), seed=0))
+    assert torch.equal(remarked, probes.published)
+    # Default streams (0 .. N-1) would not reproduce them: the ids matter.
+    _, wrong = next(marked_versions(context.marker, key, Probes(probes.images, probes.labels), num_controls=1,
+                                    config=config.mark_config(), seed=0))
+    assert not torch.equal(wrong, probes.published)
+    records = [run_one(spec, context) for spec in expand_grid(config)[:2]]
+    for record in records:
+        assert set(record["log10_p"]) == {"published", "published-loss-perm"}
+        assert record["verdicts"]["published"]["details"]["probe_source"] == "published"

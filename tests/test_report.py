@@ -128,13 +128,14 @@ def test_cli_class_count_mismatch_message(cli_setup, capsys):
     assert main(base + ["--class-map", "0:0,1:1"]) == 0
 
 
-def test_cli_blackbox_published_probes(cli_setup, capsys):
+def test_cli_blackbox_published_probes(cli_setup, capsys, monkeypatch):
     from PIL import Image
 
+    import radioactive.detect.black_box as black_box
     from radioactive.cli import main
-    from radioactive.cli.detect import load_images
+    from radioactive.cli.detect import _image_files, load_images
     from radioactive.key import Key
-    from radioactive.mark import MarkConfig, mark
+    from radioactive.mark import MarkConfig, image_seeds, mark
     from radioactive.marker import Marker
 
     tmp = cli_setup
@@ -142,9 +143,20 @@ def test_cli_blackbox_published_probes(cli_setup, capsys):
     picks = torch.cat([torch.nonzero(labels == k).flatten()[:4] for k in range(10)])
     key = Key.load(tmp / "key.safetensors")
     marker = Marker.from_checkpoint(tmp / "marker.safetensors")
-    marked = mark(marker, images[picks], labels[picks], key, MarkConfig(steps=1), seed=0).images
+    rels = [f.relative_to(tmp / "ref").as_posix() for f in _image_files(tmp / "ref")]
+    # As `radioactive mark` does: each image's augmentation stream comes from its relative path.
+    marked = mark(marker, images[picks], labels[picks], key, MarkConfig(steps=1),
+                  seed=image_seeds(0, [rels[i] for i in picks.tolist()])).images
     published = images.clone()
     published[picks] = (marked * 255).round().to(torch.uint8)
+    seen = []
+    real_collect = black_box.collect
+
+    def spy(predict, key, probes, **kwargs):
+        seen.append(probes)
+        return real_collect(predict, key, probes, **kwargs)
+
+    monkeypatch.setattr(black_box, "collect", spy)
     files = sorted(p.relative_to(tmp / "ref") for p in (tmp / "ref").rglob("*.png"))
     for rel, image in zip(files, published):
         (tmp / "pub" / rel.parent).mkdir(parents=True, exist_ok=True)
@@ -156,3 +168,11 @@ def test_cli_blackbox_published_probes(cli_setup, capsys):
     assert main(args) == 0
     data = json.loads((tmp / "p.json").read_text())
     assert data["verdict"]["details"]["probe_source"] == "published"
+    # The control twins share the published images' streams: re-marking with the true key through the
+    # black-box path reproduces the published pixels.
+    probes = seen[0]
+    assert list(probes.ids) == [rels[i] for i in picks.tolist()]
+    _, remarked = next(black_box.marked_versions(
+        marker, key, black_box.Probes(probes.images, probes.labels, ids=probes.ids), num_controls=1,
+        config=MarkConfig(steps=1), seed=0))
+    assert torch.equal(remarked, probes.published)

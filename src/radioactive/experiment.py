@@ -42,7 +42,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-TESTS = ("whitebox", "gradient", "blackbox")
+TESTS = ("whitebox", "gradient", "blackbox", "published")
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,13 @@ class DetectSettings:
     ``blackbox`` (``statistic`` and ``combine``). ``blackbox_variants`` (``"loss:perm"``, ...) are more
     black-box tests computed from the same observations, recorded as ``blackbox-<statistic>-<combine>``: they
     cost no extra marking or queries. ``gradient_reference_images`` > 0 runs the gradient test on the first
-    that many reference images only (it costs one suspect backward and one marker JVP per image and class)."""
+    that many reference images only (it costs one suspect backward and one marker JVP per image and class).
+
+    ``published``: the black-box test on *published* probes — up to ``published_probes`` images per class of the
+    smallest non-zero fraction's marked subset (published in every marked run, since subsets are nested), as
+    published, against K control-marked twins of their originals made with the same augmentation streams;
+    the same statistic and variants as ``blackbox``, recorded as ``published`` and ``published-<stat>-<combine>``.
+    On a 0 % run the same images were seen clean, never marked: the test is then a calibration check."""
 
     tests: tuple[str, ...] = ("whitebox", "blackbox")
     reference_images: int = 1000
@@ -93,6 +99,7 @@ class DetectSettings:
     blackbox_variants: tuple[str, ...] = ()
     gradient_images: str = "all"
     gradient_reference_images: int = 0
+    published_probes: int = 50
     reference_model: bool = True
     reference_arch: str = "cnn"
     alpha: float = 0.05
@@ -117,10 +124,10 @@ class DetectSettings:
         if self.gradient_images not in ("own", "all"):
             raise ConfigError(f"gradient_images must be 'own' or 'all', got {self.gradient_images!r}")
 
-    def variant_names(self) -> list[tuple[str, str, str]]:
+    def variant_names(self, prefix: str = "blackbox") -> list[tuple[str, str, str]]:
         """(record name, statistic, combine) of every black-box test: the main one first."""
-        out = [("blackbox", self.statistic, self.combine)]
-        out += [(f"blackbox-{v.partition(':')[0]}-{v.partition(':')[2]}", v.partition(":")[0], v.partition(":")[2])
+        out = [(prefix, self.statistic, self.combine)]
+        out += [(f"{prefix}-{v.partition(':')[0]}-{v.partition(':')[2]}", v.partition(":")[0], v.partition(":")[2])
                 for v in self.blackbox_variants]
         return out
 
@@ -397,6 +404,26 @@ class Context:
         rows = torch.tensor([position[int(i)] for i in wanted.tolist()], dtype=torch.long)
         return wanted, images[rows], psnr[rows]
 
+    def published_probes(self, seed: int) -> Any:
+        """Black-box probes made of published images: up to ``published_probes`` per class of the smallest
+        non-zero fraction's marked subset, with their originals and their positions in the marking call (the
+        augmentation streams the control twins must share)."""
+        from .detect import Probes
+
+        fractions = [f for f in self.config.fractions if f > 0]
+        if not fractions:
+            raise ConfigError("the 'published' test needs a non-zero fraction in the grid")
+        top = self._selection(seed, max(fractions))
+        marked, _ = self._marked_top(seed, top)
+        small = self._selection(seed, min(fractions))
+        position = {int(i): n for n, i in enumerate(top.tolist())}
+        labels = self.data["train"][1]
+        keep = torch.cat([torch.nonzero(labels[small] == k).flatten()[: self.config.detect.published_probes]
+                          for k in range(self.num_classes)])
+        chosen = small[keep.sort().values]
+        rows = torch.tensor([position[int(i)] for i in chosen.tolist()], dtype=torch.long)
+        return Probes(self.data["train"][0][chosen], labels[chosen], published=marked[rows], ids=rows.tolist())
+
     def _selection(self, seed: int, fraction: float) -> torch.Tensor:
         labels = self.data["train"][1]
         gen = torch.Generator().manual_seed(7_919 * seed + 3)
@@ -558,6 +585,18 @@ def run_one(
             cache_dir=context.cache / "probes",
         )
         for name, statistic, combine in detect.variant_names():
+            verdicts[name] = verdict_from_observations(observations, statistic=statistic, combine=combine,
+                                                       alpha=detect.alpha)
+    if "published" in detect.tests:
+        from .detect.black_box import collect, verdict_from_observations
+
+        reference = _predict(context.reference_model()) if detect.reference_model else None
+        observations = collect(
+            _predict(model), key, context.published_probes(spec.seed), marker=context.marker,
+            num_controls=detect.num_controls, reference=reference, config=config.mark_config(), seed=spec.seed,
+            cache_dir=context.cache / "probes",
+        )
+        for name, statistic, combine in detect.variant_names("published"):
             verdicts[name] = verdict_from_observations(observations, statistic=statistic, combine=combine,
                                                        alpha=detect.alpha)
     detect_seconds = time.perf_counter() - start_detect

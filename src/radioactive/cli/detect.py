@@ -90,6 +90,12 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def _image_files(folder: Path) -> list[Path]:
+    """The image files of a folder tree, in the order ``load_images`` reads them."""
+    return sorted((p for p in folder.rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES),
+                  key=lambda p: p.relative_to(folder).with_suffix("").as_posix())
+
+
 def load_images(source: str, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor, bool]:
     """``(images uint8 (N, c, H, W), labels (N,), marked)`` from ``fashion-mnist:SPLIT`` or an image folder.
 
@@ -114,8 +120,7 @@ def load_images(source: str, limit: int | None = None) -> tuple[torch.Tensor, to
     from PIL import Image
 
     marked = (folder / "manifest.jsonl").is_file()
-    files = sorted((p for p in folder.rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES),
-                   key=lambda p: p.relative_to(folder).with_suffix("").as_posix())
+    files = _image_files(folder)
     if limit:
         files = files[:limit]
     if not files:
@@ -218,7 +223,14 @@ def run(args: argparse.Namespace) -> int:
                     f"relative paths and sizes ({tuple(images.shape)}), got {tuple(published.shape)}"
                 )
             published = published[picks]
-        probes = Probes(images[picks], labels[picks], published=published)
+        ids = None
+        if published is not None and not args.probes.startswith("fashion-mnist"):
+            # `radioactive mark` derives each image's augmentation stream from its relative path: the control
+            # twins must be marked with the same streams as the published versions.
+            folder = Path(args.probes).expanduser()
+            rels = [f.relative_to(folder).as_posix() for f in _image_files(folder)]
+            ids = [rels[i] for i in picks.tolist()]
+        probes = Probes(images[picks], labels[picks], published=published, ids=ids)
         from ..mark import MarkConfig
 
         config = MarkConfig() if args.mark_steps is None else MarkConfig(steps=args.mark_steps)

@@ -65,11 +65,17 @@ class Probes:
             and the *same* marking settings as given to the test); then the test asks whether the suspect
             prefers the published versions over control-marked twins. Without it, the probes are fresh
             clean images the owner never published, marked with the key here.
+        ids: optional identity of each probe in the marking run that produced the published versions
+            (``radioactive.mark.image_seeds(seed, ids)`` gives its augmentation stream: the row position in a
+            :func:`radioactive.mark` call, or the relative path for ``radioactive mark``). Every version is then
+            marked with the same streams as the published one, so the true and control versions differ only by
+            their carriers (exchangeability). Default: ``0 .. N - 1``.
     """
 
     images: torch.Tensor
     labels: torch.Tensor
     published: torch.Tensor | None = None
+    ids: tuple[str | int, ...] | None = None
 
     def __post_init__(self) -> None:
         images = as_float_images(self.images)
@@ -83,6 +89,16 @@ class Probes:
             if published.shape != images.shape:
                 raise DatasetError(f"published images {tuple(published.shape)} do not match the probes {tuple(images.shape)}")
             object.__setattr__(self, "published", (published * 255).round().clamp(0, 255).to(torch.uint8))
+        if self.ids is not None:
+            ids = tuple(int(i) if isinstance(i, int | np.integer) else str(i) for i in
+                        (self.ids.tolist() if isinstance(self.ids, torch.Tensor | np.ndarray) else self.ids))
+            if len(ids) != labels.shape[0]:
+                raise DatasetError(f"{labels.shape[0]} probe images but {len(ids)} ids")
+            object.__setattr__(self, "ids", ids)
+
+    def seed_ids(self) -> Sequence[str | int]:
+        """What :func:`radioactive.mark.image_seeds` derives each probe's augmentation stream from."""
+        return self.ids if self.ids is not None else range(len(self))
 
     @property
     def source(self) -> str:
@@ -97,6 +113,8 @@ class Probes:
         digest.update(str(tuple(self.images.shape)).encode())
         digest.update(self.images.contiguous().numpy().tobytes())
         digest.update(self.labels.numpy().tobytes())
+        if self.ids is not None:
+            digest.update(json.dumps(list(self.ids)).encode())
         return digest.hexdigest()[:16]
 
 
@@ -141,7 +159,7 @@ def marked_versions(
     config_fp = _config_fingerprint(config, seed, marker)
     count = len(probes)
     # Every version uses the same per-image augmentation streams, so versions differ only by their carriers.
-    seeds = image_seeds(seed, range(count))
+    seeds = image_seeds(seed, probes.seed_ids())
     per_call = max(1, max_images_per_call // max(count, 1))
 
     def flush(group: list[int]):
