@@ -158,3 +158,33 @@ def test_batch_size_and_progress():
     assert seen == [2, 2, 1] and len(result) == 5
     summary = result.to_dict()
     assert summary["psnr_min"] >= 40 and math.isfinite(summary["cosine_mean"])
+
+
+def test_lambda_class_makes_marked_images_harder_for_the_marker():
+    # Left out of to_dict at its default: run and cache identities made before the setting existed hold.
+    assert "lambda_class" not in MarkConfig().to_dict()
+    hard = MarkConfig(steps=20, lr=0.02, epsilon=8 / 255, min_psnr=30, lambda_class=5.0)
+    assert MarkConfig.from_dict(hard.to_dict()) == hard and hard.to_dict()["lambda_class"] == 5.0
+    with pytest.raises(ConfigError, match="lambda_class"):
+        MarkConfig(lambda_class=-1)
+    marker = _marker()
+    images, labels = _batch(n=12)
+    carriers = _carriers()
+
+    rows = torch.nn.functional.normalize(marker.split.weight(), dim=1)[labels].float()
+
+    def along_class(x):  # mean move of the marker's features along the image's own class row
+        with torch.no_grad():
+            return ((marker.features(x) - marker.features(images)) * rows).sum(1).mean().item()
+
+    plain = mark(marker, images, labels, carriers, dataclasses.replace(hard, lambda_class=0.0), seed=0)
+    harder = mark(marker, images, labels, carriers, hard, seed=0)
+    assert float(harder.psnr.min()) >= 30 - 1e-6
+    # Features move against the class row, by more than half the plain marking's carrier shift beyond where
+    # the carrier term alone leaves them (this random tiny net's features move by about 1e-3); the carrier
+    # shift stays positive.
+    assert along_class(harder.images) < along_class(plain.images) - 0.5 * float(plain.shift.mean())
+    assert float(harder.shift.mean()) > 0
+    # Labels of stacked control blocks (label + j * C) get the same class direction.
+    stacked = mark(marker, images, labels + CLASSES, torch.cat([carriers, carriers]), hard, seed=0)
+    assert torch.equal(stacked.images, harder.images)

@@ -48,6 +48,11 @@ class MarkConfig:
         min_psnr: quality floor in dB that every output image meets (peak 1, MSE over all values).
         lambda_ft: weight of the feature-shift norm (keeps the shift pointing along the carrier).
         lambda_img: weight of the squared pixel distance.
+        lambda_class: weight of a term that moves the features *against* the marker's own classifier row of
+            the image's class (``+ lambda_class <phi(A(x~)) - phi(x), w_y / ||w_y||>``): marked images become
+            harder examples, which a trainer's loss weighs more, so it has more reason to use the carrier.
+            The term does not depend on the carrier, so control-marked versions stay exchangeable. The class
+            is ``label mod C`` (C: the marker's classes; control sets are stacked blocks of C labels).
         augment: differentiable augmentations applied at each step, in order (see ``radioactive.augment``).
         augment_params: ranges of the random augmentations.
         round_every: round pixels to 8 bits every this many steps (0: only at the end).
@@ -60,6 +65,7 @@ class MarkConfig:
     min_psnr: float = 40.0
     lambda_ft: float = 0.01
     lambda_img: float = 0.0
+    lambda_class: float = 0.0
     augment: tuple[str, ...] = ("crop", "flip")
     augment_params: AugmentParams = field(default_factory=AugmentParams)
     round_every: int = 10
@@ -74,7 +80,8 @@ class MarkConfig:
             (self.lr > 0 and math.isfinite(self.lr), f"lr must be > 0, got {self.lr!r}"),
             (0 <= self.epsilon <= 1, f"epsilon must be in [0, 1] (pixel units; 10/255 = {10 / 255:.4f}), got {self.epsilon!r}"),
             (0 < self.min_psnr < 200, f"min_psnr must be in (0, 200) dB, got {self.min_psnr!r}"),
-            (self.lambda_ft >= 0 and self.lambda_img >= 0, "lambda_ft and lambda_img must be >= 0"),
+            (self.lambda_ft >= 0 and self.lambda_img >= 0 and self.lambda_class >= 0,
+             "lambda_ft, lambda_img and lambda_class must be >= 0"),
             (isinstance(self.round_every, int) and self.round_every >= 0, f"round_every must be an integer >= 0, got {self.round_every!r}"),
             (isinstance(self.eval_draws, int) and self.eval_draws >= 0, f"eval_draws must be an integer >= 0, got {self.eval_draws!r}"),
         ]
@@ -89,6 +96,9 @@ class MarkConfig:
         out = asdict(self)
         out["augment"] = list(self.augment)
         out["augment_params"] = {name: list(value) for name, value in out["augment_params"].items()}
+        if not self.lambda_class:
+            # Added later: left out at its default so the identities (hashes) of earlier runs and caches hold.
+            del out["lambda_class"]
         return out
 
     @classmethod
@@ -348,6 +358,11 @@ def _mark_batch(
     x0_int = torch.round(images.detach().to(device=device, dtype=torch.float32) * 255)  # (B, c, H, W)
     x0 = (x0_int / 255).to(dtype)
     u = carriers[labels].to(device=device, dtype=dtype)  # (B, d)
+    avoid = None
+    if config.lambda_class:
+        rows = marker.split.weight()
+        rows = rows / rows.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        avoid = rows[labels % rows.shape[0]].to(device=device, dtype=dtype)  # (B, d)
     n_values = x0[0].numel()
     max_sq_int = torch.full((len(seeds),), n_values * 255.0**2 * 10 ** (-config.min_psnr / 10), device=device)
     eps_int = int(math.floor(config.epsilon * 255 + 1e-6))
@@ -367,7 +382,8 @@ def _mark_batch(
         p.requires_grad_(False)
     try:
         if config.steps > 0 and eps_int > 0:
-            delta = _optimise(features, augmentation, x0, u, uniforms, config, eps_int, max_sq_int, input_size)
+            delta = _optimise(features, augmentation, x0, u, uniforms, config, eps_int, max_sq_int, input_size,
+                              avoid=avoid)
         else:
             delta = torch.zeros_like(x0)
         marked_int = _finish(x0_int, delta.float(), eps_int, max_sq_int)
@@ -383,6 +399,7 @@ def _mark_batch(
 def _optimise(
     features: Callable[[torch.Tensor], torch.Tensor], augmentation: Augmentation, x0: torch.Tensor, u: torch.Tensor,
     uniforms: torch.Tensor, config: MarkConfig, eps_int: int, max_sq_int: torch.Tensor, input_size: tuple[int, int],
+    avoid: torch.Tensor | None = None,
 ) -> torch.Tensor:
     with torch.no_grad():
         clean = features(resize_to(x0, input_size))  # (B, d)
@@ -399,6 +416,8 @@ def _optimise(
         loss = -(shifted * u).sum() + config.lambda_ft * shifted.norm(dim=1).sum()
         if config.lambda_img:
             loss = loss + config.lambda_img * delta.pow(2).sum()
+        if avoid is not None:
+            loss = loss + config.lambda_class * (shifted * avoid).sum()
         (grad,) = torch.autograd.grad(loss, delta)
         with torch.no_grad():
             delta = delta.detach()
