@@ -218,6 +218,7 @@ def grid() -> list[str]:
             hits = sum(1 for r in mine if r["log10_p"].get(test, 0.0) <= threshold)
             cells.append(f"{med:.2f} [{rng[0]:.2f}, {rng[1]:.2f}] {hits}/{len(mine)}")
         out.append("| " + " | ".join(cells) + " |")
+    out += target_check(runs, tests, threshold)
     nulls = [v for r in runs if r["fraction"] == 0 for v in r["log10_p"].values()]
     out += [
         "",
@@ -228,6 +229,51 @@ def grid() -> list[str]:
         "",
     ]
     return out
+
+
+def target_check(runs: list[dict], tests: list[str], threshold: float) -> list[str]:
+    """Issue 4's few-class target against the grid: another architecture trained from scratch."""
+    other = [r for r in runs if r["model"] == "scratch-resnet_narrow"]
+    if not other:
+        return []
+    black = [t for t in tests if t.startswith(("blackbox", "published"))]
+    white = [t for t in tests if t in ("whitebox", "gradient")]
+
+    def medians(fraction: float, names: list[str]) -> dict[str, float]:
+        mine = [r for r in other if abs(r["fraction"] - fraction) < 1e-9]
+        out = {}
+        for name in names:
+            values = sorted(r["log10_p"][name] for r in mine if name in r["log10_p"])
+            if values:
+                mid = len(values) // 2
+                out[name] = values[mid] if len(values) % 2 else 0.5 * (values[mid - 1] + values[mid])
+        return out
+
+    def best(found: dict[str, float]) -> str:
+        if not found:
+            return "not run"
+        name = min(found, key=found.get)
+        return f"{found[name]:.2f} ({TEST_LABELS.get(name, name)})"
+
+    clean = {r["seed"]: r["test_accuracy"] for r in other if r["fraction"] == 0}
+    at5 = [r for r in other if abs(r["fraction"] - 0.05) < 1e-9 and r["seed"] in clean]
+    cost = (f"{100 * sum(clean[r['seed']] - r['test_accuracy'] for r in at5) / len(at5):+.2f}" if at5 else "–")
+    nulls = [r for r in other if r["fraction"] == 0]
+    false = sum(1 for r in nulls for t in black + white if r["log10_p"].get(t, 0.0) <= threshold)
+    return [
+        "",
+        "Against issue 4's few-class target (another architecture, `scratch-resnet_narrow`, median over seeds; "
+        "best test of each kind shown, so these are optimistic):",
+        "",
+        "| target | required | measured |",
+        "|---|---|---|",
+        f"| 5 % marked, black-box | ≤ −6 | {best(medians(0.05, black))} |",
+        f"| 5 % marked, white-box | ≤ −4 | {best(medians(0.05, white))} |",
+        f"| 1 % marked, black-box | ≤ −3 | {best(medians(0.01, black))} |",
+        f"| 0 % marked, results below log10 {10 ** threshold:g} | about 5 % | {false} of "
+        f"{len(nulls) * len(black + white)} |",
+        f"| accuracy drop at 5 % (points, clean minus marked, mean over seeds) | ≤ 0.5 | {cost} |",
+    ]
 
 
 def robustness() -> list[str]:
