@@ -754,9 +754,14 @@ def plot(rows: Sequence[dict[str, Any]], tests: Sequence[str], path: Path, *, al
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, max(1, len(tests)), figsize=(5.5 * max(1, len(tests)), 4), squeeze=False)
+    count = max(1, len(tests))
+    ncols = min(4, count)
+    nrows = math.ceil(count / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.0 * ncols, 3.8 * nrows), squeeze=False)
+    for ax in axes.flat[len(tests):]:
+        ax.set_visible(False)
     models = sorted({r["model"] for r in rows})
-    for ax, test in zip(axes[0], tests):
+    for ax, test in zip(axes.flat, tests):
         for model in models:
             mine = [r for r in rows if r["model"] == model and r.get(f"{test}_log10_p_median") is not None]
             if not mine:
