@@ -572,33 +572,22 @@ def run_one(
             refs = (refs[0][: detect.gradient_reference_images], refs[1][: detect.gradient_reference_images])
         verdicts["gradient"] = gradient_whitebox(model, key, refs, marker=context.marker,
                                                  images_for=detect.gradient_images, alpha=detect.alpha)
-    if "blackbox" in detect.tests:
+    sources = [name for name in ("blackbox", "published") if name in detect.tests]
+    if sources:
         from .detect import Probes
         from .detect.black_box import collect, verdict_from_observations
 
-        probe_images, probe_labels = context.probes()
         reference = _predict(context.reference_model()) if detect.reference_model else None
-        # One marking of the probes and one pass of queries serve every black-box variant.
-        observations = collect(
-            _predict(model), key, Probes(probe_images, probe_labels), marker=context.marker,
-            num_controls=detect.num_controls, reference=reference, config=config.mark_config(), seed=spec.seed,
-            cache_dir=context.cache / "probes",
-        )
-        for name, statistic, combine in detect.variant_names():
-            verdicts[name] = verdict_from_observations(observations, statistic=statistic, combine=combine,
-                                                       alpha=detect.alpha)
-    if "published" in detect.tests:
-        from .detect.black_box import collect, verdict_from_observations
-
-        reference = _predict(context.reference_model()) if detect.reference_model else None
-        observations = collect(
-            _predict(model), key, context.published_probes(spec.seed), marker=context.marker,
-            num_controls=detect.num_controls, reference=reference, config=config.mark_config(), seed=spec.seed,
-            cache_dir=context.cache / "probes",
-        )
-        for name, statistic, combine in detect.variant_names("published"):
-            verdicts[name] = verdict_from_observations(observations, statistic=statistic, combine=combine,
-                                                       alpha=detect.alpha)
+        for source in sources:
+            probes = Probes(*context.probes()) if source == "blackbox" else context.published_probes(spec.seed)
+            # One marking of the probes and one pass of queries serve every black-box variant.
+            observations = collect(
+                _predict(model), key, probes, marker=context.marker, num_controls=detect.num_controls,
+                reference=reference, config=config.mark_config(), seed=spec.seed, cache_dir=context.cache / "probes",
+            )
+            for name, statistic, combine in detect.variant_names(source):
+                verdicts[name] = verdict_from_observations(observations, statistic=statistic, combine=combine,
+                                                           alpha=detect.alpha)
     detect_seconds = time.perf_counter() - start_detect
     say("  tests: " + ", ".join(f"{name} log10 p {v.log10_p:.2f}" for name, v in verdicts.items())
         + f" ({detect_seconds:.0f} s)")
