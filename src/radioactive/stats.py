@@ -117,7 +117,7 @@ def cosine_log_sf(cosine: float | np.ndarray, dim: int | np.ndarray) -> np.ndarr
     """log P(C >= c) for C the first coordinate of a uniform unit vector in R^dim.
 
     For c >= 0, P(C >= c) = 1/2 I_{1-c^2}((dim - 1)/2, 1/2); for c < 0 it is the complement of
-    P(C >= -c). Accurate far below 1e-300 (e.g. c = 0.9 in dimension 2048 gives log10 p ~ -1087).
+    P(C >= -c). Accurate far below 1e-300 (e.g. c = 0.9 in dimension 2048 gives log10 p = -740.2).
 
     Args:
         cosine: observed cosine(s) in [-1, 1] (values within 1e-9 outside are clipped).
