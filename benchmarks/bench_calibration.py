@@ -29,7 +29,9 @@ from scipy import stats as sps
 from radioactive import stats
 from radioactive._io import atomic_write_json, versions
 from radioactive.detect import Probes
-from radioactive.detect.black_box import COMBINATIONS, STATISTICS, collect, verdict_from_observations
+from radioactive.detect.combine import COMBINATIONS, verdict_from_observations
+from radioactive.detect.observations import STATISTICS, collect
+from radioactive.detect.probes import first_per_class
 from radioactive.detect.white_box import prepare, verdict_from_parts
 from radioactive.key import Key
 from radioactive.marker import Marker
@@ -45,23 +47,16 @@ CLEAN_MODELS = (("cnn", "cnn", 1, 1), ("resnet_narrow", "resnet_narrow", 2, 1), 
 
 
 def get_marker() -> Marker:
-    """The built-in FMNIST marker: the committed/trained one if present, else one trained here (cached)."""
-    from radioactive.train import DEFAULT_MARKER_NAME, MARKER_RECIPE, train_fmnist_marker
+    """The built-in FMNIST marker: the one shipped with the package (else one trained here, cached)."""
+    from radioactive.zoo import default_marker
 
-    for path in (ROOT / "markers" / DEFAULT_MARKER_NAME, Path("~/.cache/radioactive/markers").expanduser() / DEFAULT_MARKER_NAME,
-                 CACHE / DEFAULT_MARKER_NAME):
-        if path.is_file():
-            log.info("marker: %s", path)
-            return Marker.from_checkpoint(path)
-    target = CACHE / DEFAULT_MARKER_NAME
-    log.info("training a marker (%d epochs) into %s", MARKER_RECIPE.epochs, target)
-    train_fmnist_marker(target, recipe=MARKER_RECIPE)
-    return Marker.from_checkpoint(target)
+    return default_marker(cache_dir=CACHE)
 
 
 def clean_model(name: str, arch: str, seed: int, epochs: int, splits) -> torch.nn.Module:
     """A classifier trained on clean Fashion-MNIST (the 55k train split), cached."""
-    from radioactive.train import FMNIST_SPEC, TrainRecipe, evaluate, fit
+    from radioactive.train import TrainRecipe, evaluate, fit
+    from radioactive.zoo import FMNIST_SPEC
 
     path = CACHE / f"clean-{name}-s{seed}-e{epochs}.safetensors"
     if not path.is_file():
@@ -69,7 +64,7 @@ def clean_model(name: str, arch: str, seed: int, epochs: int, splits) -> torch.n
 
         spec = replace(FMNIST_SPEC, arch=arch)
         start = time.perf_counter()
-        result = fit(spec, *splits["train"], recipe=TrainRecipe(epochs=epochs), seed=seed)
+        result = fit(spec, *splits["owner"], recipe=TrainRecipe(epochs=epochs), seed=seed)
         accuracy = evaluate(result.model, *splits["test"])["accuracy"]
         save_checkpoint(result.model.to("cpu"), path, spec, {"kind": "clean", "epochs": epochs, "seed": seed,
                                                              "test_accuracy": accuracy,
@@ -121,7 +116,7 @@ def whitebox_calibration(marker, models, reference, keys: int) -> dict:
 
 
 def balanced_probes(images: torch.Tensor, labels: torch.Tensor, per_class: int) -> Probes:
-    index = torch.cat([torch.nonzero(labels == k).flatten()[:per_class] for k in range(10)])
+    index = first_per_class(labels, per_class, num_classes=10)
     return Probes(images[index], labels[index])
 
 
@@ -174,8 +169,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(2)
+    from radioactive.fmnist import fashion_mnist_splits
     from radioactive.mark import MarkConfig
-    from radioactive.train import fashion_mnist_splits
 
     start = time.perf_counter()
     splits = fashion_mnist_splits()
@@ -183,7 +178,7 @@ def main(argv=None) -> int:
     models = {name: clean_model(name, arch, seed, epochs, splits) for name, arch, seed, epochs in CLEAN_MODELS}
     models["marker_itself"] = marker.model
     setup_seconds = time.perf_counter() - start
-    val_images, val_labels = splits["val"]
+    val_images, val_labels = splits["holdout"]
     reference = val_images[: args.reference_images]
     out = {
         "benchmark": "calibration",

@@ -4,7 +4,7 @@ Run on a quiet machine (heavy jobs one at a time):
     flock /tmp/radioactive-heavy.lock .venv/bin/python benchmarks/bench_demo.py [--threads 2] [--fresh]
 
 ``--fresh`` removes the demo's caches (marked images, control markings) first, so the time is that of a
-first run after set-up; the marking network itself comes from markers/ (or is trained once and cached).
+first run after set-up; the marking network itself is the one shipped with the package (radioactive.zoo.default_marker).
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 Usage (heavy: run one at a time)::
 
-    flock /tmp/radioactive-heavy.lock .venv/bin/python benchmarks/bench_mark.py quality --marker M.safetensors
-    flock /tmp/radioactive-heavy.lock .venv/bin/python benchmarks/bench_mark.py speed --marker M.safetensors
+    flock /tmp/radioactive-heavy.lock .venv/bin/python benchmarks/bench_mark.py quality
+    flock /tmp/radioactive-heavy.lock .venv/bin/python benchmarks/bench_mark.py speed
 
 ``quality`` marks 1,000 Fashion-MNIST training images with the default :class:`MarkConfig` and measures,
 under fresh random augmentations (independent of those used while marking), the feature shift
@@ -30,12 +30,13 @@ from radioactive.fmnist import load_fashion_mnist
 from radioactive.key import Key, random_carriers
 from radioactive.mark import MarkConfig, image_seeds, mark
 from radioactive.marker import Marker
+from radioactive.zoo import load_marker
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def quality(args: argparse.Namespace) -> dict:
-    marker = Marker.from_checkpoint(args.marker)
+    marker = load_marker(args.marker)
     key = Key.generate(marker.info, seed=args.key_seed)
     images, labels = load_fashion_mnist("train")
     pick = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(args.seed))[: args.count]
@@ -175,7 +176,7 @@ def speed(args: argparse.Namespace) -> dict:
     peak = matmul_peak()
     out: dict = {"benchmark": "mark_speed", "threads": torch.get_num_threads(), "matmul_peak_flops": peak}
     if args.marker:
-        marker = Marker.from_checkpoint(args.marker)
+        marker = load_marker(args.marker)
         images, labels = load_fashion_mnist("train")
         x, y = images[: args.fmnist_count].float() / 255, labels[: args.fmnist_count]
         out["fashion_mnist_cnn"] = throughput(marker, x, y, MarkConfig(), args.fmnist_batch, peak, 1, 0)
@@ -193,7 +194,8 @@ def speed(args: argparse.Namespace) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("what", choices=["quality", "speed"])
-    parser.add_argument("--marker", help="built-in Fashion-MNIST marker checkpoint (radioactive train-marker)")
+    parser.add_argument("--marker", default="default",
+                        help="Fashion-MNIST marker: 'default' (the one shipped with radioactive) or a checkpoint")
     parser.add_argument("--count", type=int, default=1000)
     parser.add_argument("--draws", type=int, default=8, help="fresh augmentations for the quality measurement")
     parser.add_argument("--seed", type=int, default=0)
@@ -206,8 +208,6 @@ def main() -> None:
                         help="override a MarkConfig default for the quality run (e.g. --set steps=30)")
     parser.add_argument("--out", help="JSON path (default benchmarks/results/bench_mark_<what>.json)")
     args = parser.parse_args()
-    if args.what == "quality" and not args.marker:
-        parser.error("quality needs --marker")
     overrides = {}
     for item in args.overrides:
         name, _, value = item.partition("=")

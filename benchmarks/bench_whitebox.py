@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_calibration import CACHE, RESULTS, get_marker  # noqa: E402
 
 from radioactive._io import atomic_write_json, versions  # noqa: E402
-from radioactive.detect import whitebox  # noqa: E402
+from radioactive.detect import WhiteboxSettings, whitebox  # noqa: E402
 from radioactive.key import Key  # noqa: E402
 
 log = logging.getLogger("bench_whitebox")
@@ -38,7 +38,7 @@ def speed(marker, key, images, suspect, repeats: int) -> dict:
     timings, verdict = [], None
     for _ in range(repeats):
         start = time.perf_counter()
-        verdict = whitebox(suspect, key, images, marker=marker, batch_size=1000)
+        verdict = whitebox(suspect, key, images, marker=marker, settings=WhiteboxSettings(batch_size=1000))
         timings.append(time.perf_counter() - start)
     return {"reference_images": len(images), "seconds": timings, "best_seconds": min(timings),
             "threads": torch.get_num_threads(), "alignment": verdict.alignment, "log10_p": verdict.log10_p,
@@ -95,12 +95,12 @@ def logistic_regression_head(marker, images, labels, weight_decay: float = 1e-4)
 def positive_control(marker, key, splits, train_images: int, epochs: int) -> dict:
     from radioactive.train import TrainRecipe, evaluate, fit
 
-    images, labels = splits["train"]
+    images, labels = splits["owner"]
     per_class = train_images // 10
     index = torch.cat([torch.nonzero(labels == k).flatten()[:per_class] for k in range(10)])
     images, labels = images[index], labels[index]
     marked, mark_info = marked_training_set(marker, key, images, labels, CACHE)
-    reference = splits["val"][0]
+    reference = splits["holdout"][0]
     out = {"train_images": len(images), "marking": mark_info, "epochs": epochs, "fractions": {}}
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))
     for fraction in (1.0, 0.1, 0.0):
@@ -140,9 +140,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(2)
-    from radioactive.fmnist import load_fashion_mnist
+    from radioactive.fmnist import fashion_mnist_splits, load_fashion_mnist
     from radioactive.nets import load_checkpoint
-    from radioactive.train import fashion_mnist_splits
 
     start = time.perf_counter()
     marker = get_marker()

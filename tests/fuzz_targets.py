@@ -19,10 +19,11 @@ import torch
 from hypothesis import strategies as st
 from PIL import Image
 
-from radioactive.data import decode_image, open_source
+from radioactive.data import decode_image
 from radioactive.endpoint import Endpoint
 from radioactive.key import Key, MarkerInfo
 from radioactive.nets import NetSpec
+from radioactive.sources import open_source
 
 _WORK = Path(tempfile.mkdtemp(prefix="radioactive-fuzz-"))
 

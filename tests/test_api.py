@@ -30,7 +30,7 @@ def test_readme_quickstart_runs(tmp_path, monkeypatch):
     root = Path(__file__).resolve().parent.parent
     code = code.replace('"markers/', f'"{root}/markers/').replace("[:256]", "[:16]")
     code = code.replace("# ... a third party", "suspect = marker.model  # ... a third party")
-    code = code.replace('data["val"][0]', 'data["val"][0][:300]')
+    code = code.replace('data["holdout"][0]', 'data["holdout"][0][:300]')
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}
     torch.manual_seed(0)

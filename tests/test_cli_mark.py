@@ -16,8 +16,8 @@ from radioactive._io import sha256_file
 from radioactive.cli import main
 from radioactive.errors import LockError
 from radioactive.key import Key
+from radioactive.manifest import LOCK_NAME, output_lock
 from radioactive.nets import NetSpec, build_from_spec, save_checkpoint
-from radioactive.publish import LOCK_NAME, _lock
 
 CLASSES = ("ant", "bee", "cow")
 
@@ -155,8 +155,8 @@ def test_refuses_unsafe_outputs_and_concurrent_runs(setup, capsys):
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
         assert _mark(tmp, src, tmp / "locked") == 1
         assert "pid 4242 on host elsewhere" in capsys.readouterr().err
-    with _lock(tmp / "locked"), pytest.raises(LockError, match=f"pid {os.getpid()}"):
-        with _lock(tmp / "locked"):
+    with output_lock(tmp / "locked"), pytest.raises(LockError, match=f"pid {os.getpid()}"):
+        with output_lock(tmp / "locked"):
             pass
 
 

@@ -7,8 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from radioactive.data import decode_image, encode_png, open_source, read_image, write_png
+from radioactive.data import decode_image, encode_png, read_image, write_png
 from radioactive.errors import DatasetError, ImageReadError, ManifestError
+from radioactive.sources import open_source
 
 
 def _save(path, image, **kwargs):

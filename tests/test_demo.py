@@ -1,11 +1,14 @@
 import json
+import math
 from dataclasses import replace
 
 import pytest
 from test_experiment import TINY, tiny_marker, toy_splits
 
 from radioactive.demo import demo_config, format_side_by_side, run_demo
+from radioactive.errors import DatasetError
 from radioactive.experiment import ModelSetting
+from radioactive.fmnist import find_fashion_mnist
 from radioactive.nets import load_checkpoint
 
 
@@ -32,25 +35,40 @@ def test_demo_on_tiny_data_writes_report_and_models(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:epsilon .* is above 16/255")  # the stronger marks, on purpose
 def test_demo_end_to_end_on_a_fashion_mnist_subset(tmp_path):
-    """mark -> train -> detect with the real marker on 3,000 Fashion-MNIST images (about a minute)."""
-    from radioactive.fmnist import find_fashion_mnist
-    from radioactive.train import DEFAULT_MARKER_NAME, _repo_markers
+    """mark -> train -> detect with the shipped marker on 1,000 Fashion-MNIST images, all marked (about half a
+    minute): the suspect's black-box evidence is clearly stronger than the clean control's.
 
+    At the demo's own settings (40 dB marks) this scale leaves no measurable trace in a model trained from
+    scratch (measured: suspect and control within 0.1 in log10 p), so the marks here are stronger (26 dB) and
+    every training image is marked. Measured over seeds 0-4 (suspect / control, log10 p): margin-perm
+    -1.08 / -0.26, -1.68 / -0.29, -1.80 / -0.09, -2.08 / -0.16, -2.60 / -0.08; loss-perm -2.43 / -0.29,
+    -1.94 / -0.14, -0.94 / -0.05, -0.87 / -0.36, -1.84 / -0.34. The bounds below hold for every one of these
+    seeds; the test runs seed 0.
+    """
     try:
         find_fashion_mnist()
-    except Exception:
+    except DatasetError:
         pytest.skip("Fashion-MNIST not installed")
-    if not (_repo_markers() / DEFAULT_MARKER_NAME).is_file():
-        pytest.skip("committed marker markers/fmnist-cnn.safetensors not present")
-    config = demo_config(fraction=0.2, epochs=1, probes=100, num_controls=3, reference_images=300,
-                         train_images=3000)
-    config = replace(config, mark={"steps": 20})
+    config = demo_config(fraction=1.0, epochs=3, probes=100, num_controls=3, reference_images=300, train_images=1000)
+    config = replace(config, mark={"steps": 20, "lr": 0.03, "min_psnr": 26.0, "epsilon": 0.15},
+                     detect=replace(config.detect, blackbox_variants=("margin:perm", "loss:perm")))
     result = run_demo(tmp_path, config=config)
-    for name in ("control", "suspect"):
-        # One epoch on 3,000 images: about 0.55 measured here; chance is 0.10, so 0.45 shows that it learned.
-        assert result.records[name]["test_accuracy"] > 0.45
-        assert set(result.records[name]["log10_p"]) == {"whitebox", "blackbox"}
-    assert result.records["suspect"]["marked_images"] == 600
-    assert result.records["suspect"]["psnr_min"] >= 40.0 - 1e-6
+    suspect, control = (result.records[name] for name in ("suspect", "control"))
+    for record in (suspect, control):
+        # Measured 0.41 to 0.53 over seeds 0-4; chance is 0.10, so 0.3 shows that it learned.
+        assert record["test_accuracy"] > 0.3
+        assert set(record["log10_p"]) == {"whitebox", "blackbox", "blackbox-margin-perm", "blackbox-loss-perm"}
+    assert suspect["marked_images"] == 1000 and control["marked_images"] == 0
+    assert suspect["psnr_min"] >= 26.0 - 1e-6
+    perm = ("blackbox-margin-perm", "blackbox-loss-perm")
+    # Stronger evidence against the suspect in each exact test (10 of 10 seed-test pairs measured) ...
+    assert all(suspect["log10_p"][t] < control["log10_p"][t] for t in perm)
+    # ... by at least 1.5 in log10 p summed over the two (measured 2.4 to 4.0; seed 0: 3.0) ...
+    assert sum(suspect["log10_p"][t] - control["log10_p"][t] for t in perm) <= -1.5
+    # ... detected at 5 % with a Bonferroni correction over the two tests (measured best -1.8 to -2.6) ...
+    assert min(suspect["log10_p"][t] for t in perm) <= math.log10(0.05 / 2)
+    # ... and the clean control is not (measured at most -0.36).
+    assert min(control["log10_p"][t] for t in perm) > math.log10(0.05)
     assert result.report.is_file()

@@ -148,7 +148,7 @@ def test_bad_settings():
 
 
 def test_blackbox_through_endpoint(server):
-    from radioactive.detect import Probes, blackbox
+    from radioactive.detect import BlackboxSettings, Probes, blackbox
     from radioactive.key import Key
     from radioactive.mark import MarkConfig
     from radioactive.marker import Marker
@@ -159,6 +159,6 @@ def test_blackbox_through_endpoint(server):
     marker = Marker.from_model(build_from_spec(spec), spec)
     key = Key.generate(marker.info, seed=0)
     probes = Probes(torch.rand(9, 1, 8, 8), torch.arange(9) % 3)
-    verdict = blackbox(Endpoint(server), key, probes, marker=marker, num_controls=3,
-                       config=MarkConfig(steps=1, eval_draws=0), model_id=server)
+    settings = BlackboxSettings(num_controls=3, mark=MarkConfig(steps=1, eval_draws=0), model_id=server)
+    verdict = blackbox(Endpoint(server), key, probes, marker=marker, settings=settings)
     assert verdict.model_sha256 == server and verdict.counts["probes"] == 9

@@ -6,6 +6,7 @@ import torch
 
 from radioactive.errors import ConfigError
 from radioactive.experiment import (
+    Context,
     ExperimentConfig,
     ModelSetting,
     aggregate,
@@ -15,6 +16,7 @@ from radioactive.experiment import (
     load_config,
     markdown_table,
     run_experiment,
+    run_one,
 )
 from radioactive.marker import Marker
 from radioactive.nets import NetSpec, build_from_spec
@@ -33,7 +35,7 @@ def toy_splits(seed: int = 0):
             images[i, 0, 1 + 8 * row : 7 + 8 * row, 1 + 8 * col : 7 + 8 * col] += 0.6
         return (images.clamp(0, 1) * 255).round().to(torch.uint8), labels
 
-    return {"train": make(80), "val": make(40), "test": make(24)}
+    return {"owner": make(80), "holdout": make(40), "test": make(24)}
 
 
 def tiny_marker():
@@ -113,9 +115,16 @@ def test_run_experiment_end_to_end_resumes(tmp_path):
     lines = []
     records = run_experiment(config, tmp_path, marker=marker, data=data, progress=lines.append)
     assert len(records) == 4 and len(list((tmp_path / "runs").glob("*.json"))) == 4
+    key = Context(config, tmp_path / "fresh", marker=marker, data=data).key(0)
     for record in records:
         assert set(record["log10_p"]) == {"whitebox", "blackbox"}
-        assert all(v <= 0 for v in record["log10_p"].values())
+        assert record["log10_p"] == {name: v["log10_p"] for name, v in record["verdicts"].items()}
+        assert record["verdicts"]["blackbox"]["test"].startswith("blackbox-rank")
+        assert record["key_fingerprint"] == key.fingerprint
+        # The linear probe keeps the marker's features: the white-box test must see the identity alignment.
+        if record["model"] == "linear_probe-marker":
+            assert record["verdicts"]["whitebox"]["alignment"]["method"] == "identity"
+            assert record["verdicts"]["whitebox"]["alignment"]["r2"] == pytest.approx(1.0, abs=1e-6)
         assert 0 <= record["test_accuracy"] <= 1
         assert record["marked_images"] == (20 if record["fraction"] == 0.25 else 0)
         if record["fraction"] > 0:
@@ -129,11 +138,13 @@ def test_run_experiment_end_to_end_resumes(tmp_path):
     again = run_experiment(config, tmp_path, marker=marker, data=data, progress=lines.append)
     assert sum("cached" in line for line in lines) == 4
     assert [r["run_id"] for r in again] == [r["run_id"] for r in records]
+    # Every seed of a run is derived from the grid seed: a fresh folder reproduces a record's p-values.
+    spec = expand_grid(config)[-1]
+    fresh = run_one(spec, Context(config, tmp_path / "fresh", marker=marker, data=data))
+    assert fresh["log10_p"] == pytest.approx(records[-1]["log10_p"], abs=1e-9)
 
 
 def test_nested_marked_subsets(tmp_path):
-    from radioactive.experiment import Context
-
     config = tiny_config(fractions=(0.1, 0.25, 0.5))
     context = Context(config, tmp_path, marker=tiny_marker(), data=toy_splits())
     small, marked_small, _ = context.marked_subset(0, 0.25)
@@ -141,7 +152,7 @@ def test_nested_marked_subsets(tmp_path):
     assert set(small.tolist()) <= set(large.tolist())
     rows = [large.tolist().index(i) for i in small.tolist()]
     assert torch.equal(marked_large[rows], marked_small)
-    labels = context.data["train"][1]
+    labels = context.data["owner"][1]
     assert torch.bincount(labels[large], minlength=4).tolist() == [10, 10, 10, 10]
 
 
@@ -199,9 +210,8 @@ def test_cli_experiment_with_lock_runs_everything(tmp_path, monkeypatch):
 
 
 def test_gradient_test_and_blackbox_variants_share_one_collection(tmp_path):
-    from radioactive.detect import Probes, blackbox
+    from radioactive.detect import BlackboxSettings, Probes, blackbox
     from radioactive.detect.gradient import gradient_whitebox
-    from radioactive.experiment import Context, expand_grid, run_one
 
     config = tiny_config(
         fractions=(0.25,), models=(ModelSetting(mode="scratch", arch="cnn", kwargs=TINY),),
@@ -223,9 +233,9 @@ def test_gradient_test_and_blackbox_variants_share_one_collection(tmp_path):
     probes = Probes(*context.probes())
     for name, statistic, combine in (("blackbox", "margin", "rank"), ("blackbox-loss-perm", "loss", "perm"),
                                      ("blackbox-margin-t", "margin", "t")):
-        alone = blackbox(predict, key, probes, marker=context.marker, num_controls=3, statistic=statistic,
-                         combine=combine, config=config.mark_config(), seed=spec.seed,
-                         cache_dir=context.cache / "probes")
+        settings = BlackboxSettings(num_controls=3, statistic=statistic, combine=combine, mark=config.mark_config(),
+                                    seed=spec.seed, cache_dir=context.cache / "probes")
+        alone = blackbox(predict, key, probes, marker=context.marker, settings=settings)
         assert record["log10_p"][name] == pytest.approx(alone.log10_p, abs=1e-9)
     alone = gradient_whitebox(model, key, context.reference_images(), marker=context.marker, images_for="all")
     # float32 gradients summed in another order: equal to single precision, not bit for bit.
@@ -243,8 +253,7 @@ def test_published_probes_share_the_published_augmentation_streams(tmp_path):
     """The control twins of published probes are marked with the streams the published images were marked
     with: re-marking the originals with the true key through the black-box path gives the published pixels."""
     from radioactive.detect import Probes
-    from radioactive.detect.black_box import marked_versions
-    from radioactive.experiment import Context, expand_grid, run_one
+    from radioactive.detect.probes import marked_versions
 
     config = tiny_config(
         fractions=(0.0, 0.25, 0.5), models=(ModelSetting(mode="scratch", arch="cnn", kwargs=TINY),),
@@ -255,7 +264,7 @@ def test_published_probes_share_the_published_augmentation_streams(tmp_path):
     probes = context.published_probes(0)
     assert len(probes) == 12 and torch.bincount(probes.labels).tolist() == [3, 3, 3, 3]
     small, _, _ = context.marked_subset(0, 0.25)
-    train_images = context.data["train"][0]
+    train_images = context.data["owner"][0]
     assert all(any(torch.equal(img, train_images[i]) for i in small.tolist()) for img in probes.images)
     key = context.key(0)
     _, remarked = next(marked_versions(context.marker, key, Probes(probes.images, probes.labels, ids=probes.ids),

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from radioactive.errors import KeyFileError, KeyMismatchError
-from radioactive.key import Key, MarkerInfo
+from radioactive.key import Key, MarkerInfo, random_key
 from radioactive.nets import NetSpec
 
 
@@ -65,3 +65,16 @@ def test_key_is_never_overwritten(tmp_path):
     key.save(tmp_path / "k")
     with pytest.raises(FileExistsError):
         key.save(tmp_path / "k")
+
+
+def test_random_key_is_drawn_like_the_key():
+    key = Key.generate(_info(), seed=3)
+    other = random_key(key, 11)
+    assert torch.equal(other.carriers, Key.generate(_info(), seed=11).carriers)  # the same draw as a new key
+    assert other.marker == key.marker and other.space == "full" and other.fingerprint != key.fingerprint
+    head = torch.randn(10, 32, dtype=torch.float64)
+    neutral = Key.generate(_info(), seed=1, space="neutral", head_weight=head)
+    drawn = random_key(neutral, 5)
+    assert drawn.space == "neutral" and torch.equal(drawn.basis, neutral.basis) and drawn.null_dim == 22
+    assert (head @ drawn.carriers.T).abs().max() < 1e-10
+    assert not torch.allclose(random_key(neutral, 6).carriers, drawn.carriers)

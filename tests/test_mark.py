@@ -113,6 +113,66 @@ def test_weights_get_no_gradients_and_mode_is_restored():
     assert all(p.grad is None and p.requires_grad for p in marker.model.parameters())
 
 
+def _snapshot(model: torch.nn.Module) -> dict:
+    """Everything of a model that mark() could change: values, layouts, devices, modes, gradient flags."""
+    tensors = dict(model.named_parameters()) | dict(model.named_buffers())
+    return {
+        "values": {name: t.detach().clone() for name, t in tensors.items()},
+        "layout": {name: (t.stride(), t.device, t.dtype, t.data_ptr()) for name, t in tensors.items()},
+        "training": {name: m.training for name, m in model.named_modules()},
+        "requires_grad": {name: p.requires_grad for name, p in model.named_parameters()},
+    }
+
+
+def test_mark_leaves_the_callers_marker_as_it_was():
+    """Regression (issue 9, defect 5): mark() converted the caller's marker to channels-last and never
+    restored it, ran it in the caller's mode (a training-mode marker's batch-norm statistics moved), and
+    reset every submodule to the top module's mode."""
+    marker = _marker()
+    model = marker.model
+    model.train()
+    model[1].body[0][1].eval()  # mixed modes: one batch norm frozen by the caller
+    for index, param in enumerate(model.parameters()):
+        param.requires_grad_(index % 2 == 0)
+    before = _snapshot(model)
+    images, labels = _batch(n=4)
+    mark(marker, images, labels, _carriers(), FAST)
+    mark(marker, images, labels, _carriers(), MarkConfig(steps=0))
+    after = _snapshot(model)
+    assert after["layout"] == before["layout"]
+    assert after["training"] == before["training"]
+    assert after["requires_grad"] == before["requires_grad"]
+    for name, value in before["values"].items():
+        assert torch.equal(after["values"][name], value), name
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_mark_uses_weights_changed_in_place():
+    """Regression (issue 9, defect 5): the fused-feature cache was keyed by the model object, so weights
+    changed in place after a first mark() kept serving the old features, and a key was checked against
+    the weight hash recorded when the Marker was built."""
+    marker = _marker()
+    images, labels = _batch(n=6)
+    old_key = Key.generate(marker.info, seed=0)
+    mark(marker, images, labels, _carriers(), FAST, seed=1)  # fills the cache
+    gen = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for param in marker.model.parameters():
+            param.data.add_(0.2 * torch.randn(param.shape, generator=gen))  # .data: no version bump
+    fresh_model = build_from_spec(marker.spec)
+    fresh_model.load_state_dict(marker.model.state_dict())
+    fresh = Marker.from_model(fresh_model, marker.spec)
+    got = mark(marker, images, labels, _carriers(), FAST, seed=1)
+    want = mark(fresh, images, labels, _carriers(), FAST, seed=1)
+    assert torch.equal(got.images, want.images)
+    torch.testing.assert_close(got.shift, want.shift)
+    with pytest.raises(KeyMismatchError, match="marking network"):
+        mark(marker, images, labels, old_key, FAST)
+    new_key = Key.generate(fresh.info, seed=0)
+    assert torch.equal(mark(marker, images, labels, new_key, FAST).images,
+                       mark(fresh, images, labels, new_key, FAST).images)
+
+
 def test_key_and_carrier_mismatch_refused():
     marker = _marker()
     foreign = Key.generate(MarkerInfo(marker.spec, weights_sha256="f" * 64, feature_dim=8), seed=0)

@@ -209,6 +209,6 @@ def test_torchscript_suspect_loads_for_black_box(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), model(x))
     torch.save(model.state_dict(), tmp_path / "plain.pt")  # a plain state dict zip is not TorchScript
-    from radioactive.nets import _is_torchscript
+    from radioactive.nets import is_torchscript
 
-    assert not _is_torchscript(tmp_path / "plain.pt") and _is_torchscript(path)
+    assert not is_torchscript(tmp_path / "plain.pt") and is_torchscript(path)

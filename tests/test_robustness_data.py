@@ -13,9 +13,10 @@ import pytest
 import torch
 from PIL import Image
 
-from radioactive.data import decode_image, open_source, read_image
+from radioactive.data import decode_image, read_image
 from radioactive.errors import DatasetError, ImageReadError, ManifestError
 from radioactive.publish import output_names
+from radioactive.sources import open_source
 
 
 def _png(array: np.ndarray, **kwargs) -> bytes:

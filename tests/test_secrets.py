@@ -4,6 +4,7 @@ several formats, as text and as raw float64/float32 bytes."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
@@ -86,5 +87,15 @@ def test_key_objects_and_errors_do_not_reveal_carriers(run):
     other = Key.generate(key.marker.__class__(key.marker.spec, "ef" * 32, key.marker.feature_dim), seed=9)
     with pytest.raises(KeyMismatchError) as info:
         key.check_marker(other.marker)
-    for blob in (repr(key), str(key.describe()), str(info.value), str(key.to_dict() if hasattr(key, "to_dict") else "")):
-        assert not _search(blob.encode(), text, binary), blob
+    # The search finds the carriers wherever they are written, as text or as bytes (so a leak is caught).
+    assert _search(str(key.carriers.tolist()).encode(), text, binary)
+    assert _search(key.carriers.numpy().tobytes(), text, binary)
+    views = {
+        "repr": repr(key),
+        "str": str(key),
+        "describe": json.dumps(key.describe()),
+        "marker": json.dumps(key.marker.to_dict()),
+        "error": str(info.value),
+    }
+    for name, blob in views.items():
+        assert not _search(blob.encode(), text, binary), (name, blob)

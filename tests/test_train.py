@@ -5,13 +5,13 @@ from radioactive.errors import ConfigError
 from radioactive.nets import NetSpec, load_checkpoint, save_checkpoint
 from radioactive.train import (
     TrainRecipe,
-    _lr_factor,
     augment_batch,
     dataset_fingerprint,
     evaluate,
     fit,
     train_classifier,
 )
+from radioactive.train.recipe import lr_factor
 
 SPEC = NetSpec("cnn", 4, input_size=(16, 16), kwargs={"width": 4, "feature_dim": 8})
 FAST = TrainRecipe(epochs=2, batch_size=32, lr=0.05, flip=False)  # flips would swap the toy classes
@@ -119,13 +119,13 @@ def test_augment_batch_shapes_identity_and_flip():
 
 def test_schedules():
     cosine = TrainRecipe(schedule="cosine")
-    assert _lr_factor(cosine, 0, 100, 10) == pytest.approx(1.0)
-    assert _lr_factor(cosine, 50, 100, 10) == pytest.approx(0.5)
+    assert lr_factor(cosine, 0, 100, 10) == pytest.approx(1.0)
+    assert lr_factor(cosine, 50, 100, 10) == pytest.approx(0.5)
     step = TrainRecipe(schedule="step", step_epochs=2, gamma=0.1)
-    assert _lr_factor(step, 19, 100, 10) == pytest.approx(1.0)
-    assert _lr_factor(step, 20, 100, 10) == pytest.approx(0.1)
+    assert lr_factor(step, 19, 100, 10) == pytest.approx(1.0)
+    assert lr_factor(step, 20, 100, 10) == pytest.approx(0.1)
     warm = TrainRecipe(warmup_epochs=1.0)
-    assert _lr_factor(warm, 4, 100, 10) == pytest.approx(0.5)
+    assert lr_factor(warm, 4, 100, 10) == pytest.approx(0.5)
 
 
 def test_checkpoint_roundtrip_and_fingerprint(tmp_path):
@@ -175,7 +175,7 @@ def _write_tree(root, num_per_class=6, size=16, manifest=False):
         for i in range(num_per_class):
             array = (torch.rand(size, size, generator=gen) * 100 + 120 * label).to(torch.uint8).numpy()
             Image.fromarray(array).save(root / name / f"{i}.png")
-            rows.append({"output": f"{name}/{i}.png", "label": label, "marked": i == 0})
+            rows.append({"source": f"{name}/{i}.png", "output": f"{name}/{i}.png", "label": label, "marked": i == 0})
     if manifest:
         rows.append({"source": "cat/broken.png", "output": None, "label": 0, "marked": False, "bad": True,
                      "error": "cannot decode"})
@@ -184,15 +184,16 @@ def _write_tree(root, num_per_class=6, size=16, manifest=False):
 
 def test_cli_train_on_a_class_tree_and_a_manifest(tmp_path):
     from radioactive.cli import main
-    from radioactive.cli.train import read_dataset
+    from radioactive.sources import load_labelled
 
     _write_tree(tmp_path / "tree")
-    images, labels, ids, num_classes = read_dataset(str(tmp_path / "tree"))
-    assert images.shape == (12, 1, 16, 16) and images.dtype == torch.uint8 and num_classes == 2
-    assert labels.tolist() == [0] * 6 + [1] * 6 and ids[0] == "cat/0.png"
+    data = load_labelled(str(tmp_path / "tree"))
+    images, labels, ids = data.images, data.labels, data.ids
+    assert images.shape == (12, 1, 16, 16) and images.dtype == torch.uint8 and data.classes == ["cat", "dog"]
+    assert labels.tolist() == [0] * 6 + [1] * 6 and ids[0] == "cat/0.png" and not data.marked
     _write_tree(tmp_path / "published", manifest=True)
-    again, labels2, _, _ = read_dataset(str(tmp_path / "published"), size=8)
-    assert again.shape == (12, 1, 8, 8) and labels2.tolist() == labels.tolist()
+    again = load_labelled(str(tmp_path / "published"), size=8)
+    assert again.images.shape == (12, 1, 8, 8) and again.labels.tolist() == labels.tolist() and again.marked
     out = tmp_path / "suspect.safetensors"
     code = main(["train", "--data", str(tmp_path / "published"), "--test", str(tmp_path / "tree"), "--out", str(out),
                  "--arch", "resnet_narrow", "--epochs", "1", "--batch-size", "4", "--device", "cpu"])
@@ -207,12 +208,12 @@ def test_cli_train_on_a_class_tree_and_a_manifest(tmp_path):
                  "--device", "cpu"]) == 1  # needs --init: a clean error, exit status 1
 
 
-def test_read_dataset_errors(tmp_path):
-    from radioactive.cli.train import read_dataset
+def test_load_labelled_errors(tmp_path):
     from radioactive.errors import DatasetError
+    from radioactive.sources import load_labelled
 
     with pytest.raises(DatasetError, match="no such folder or list file"):
-        read_dataset(str(tmp_path / "missing"))
+        load_labelled(str(tmp_path / "missing"))
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetError):
-        read_dataset(str(tmp_path / "empty"))
+        load_labelled(str(tmp_path / "empty"))

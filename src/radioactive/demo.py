@@ -1,6 +1,6 @@
 """The whole story on Fashion-MNIST, as one small experiment.
 
-The owner's marking network (cached, or trained in a few minutes), a key, ``fraction`` of the 55k training
+The owner's marking network (the one shipped with the package), a key, ``fraction`` of the 55k owner
 images marked and published; a suspect trained from scratch on the published data and a clean control
 trained on the unmarked data; the white-box and black-box tests on both; the verdicts side by side and an
 HTML report. It is :func:`radioactive.experiment.run_one` twice (fractions 0 and ``fraction``).
@@ -20,7 +20,11 @@ from typing import Any
 import torch
 
 from ._io import atomic_write, atomic_write_bytes, atomic_write_json
-from .experiment import Context, ExperimentConfig, ModelSetting, RunSpec, _shared, config_from_dict, run_one
+from .experiment import Context, ExperimentConfig, RunSpec, config_from_dict, run_one
+from .experiment.context import Splits
+from .marker import Marker
+from .nets import save_checkpoint
+from .report import write_report
 
 __all__ = ["demo_config", "run_demo", "DemoResult", "format_side_by_side"]
 
@@ -114,6 +118,7 @@ def format_side_by_side(result: DemoResult) -> str:
 
 
 def _sample_figure(original: torch.Tensor, marked: torch.Tensor, path: Path, count: int = 8) -> None:
+    # Imported here: pyplot costs about half a second, and the backend is chosen only when a plot is drawn.
     import matplotlib
 
     matplotlib.use("Agg")
@@ -193,15 +198,15 @@ def run_demo(
     out: str | Path = "runs/demo",
     *,
     config: ExperimentConfig | None = None,
-    marker: Any = None,
-    data: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
+    marker: Marker | None = None,
+    data: Splits | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> DemoResult:
     """Run the demo into ``out``: ``key.safetensors``, ``models/{control,suspect}.safetensors``,
-    ``report/index.html`` (plus one report per test and model) and ``report/demo.json``."""
-    from .nets import save_checkpoint
-    from .report import write_report
+    ``report/index.html`` (plus one report per test and model) and ``report/demo.json``.
 
+    ``marker`` and ``data`` (``{"owner", "holdout", "test"}: (uint8 images, labels)``) replace the configured
+    ones, as in :func:`radioactive.experiment.run_experiment`."""
     start = time.perf_counter()
     config = config or demo_config()
     out = Path(out)
@@ -215,15 +220,15 @@ def run_demo(
     key_path = out / "key.safetensors"
     if not key_path.exists():
         key.save(key_path)
-    shared = _shared(config)
-    model_setting: ModelSetting = config.models[0]
+    model_setting = config.models[0]
     records: dict[str, dict[str, Any]] = {}
     verdicts: dict[str, dict[str, Any]] = {}
     paths: dict[str, Path] = {}
     for name, fraction in (("suspect", config.fractions[-1]), ("control", 0.0)):
         what = f"{100 * fraction:g} % marked" if fraction else "clean"
         say(f"{name}: marking, training ({what} data, {config.train.get('epochs')} epochs) and testing")
-        record = run_one(RunSpec(fraction, model_setting, seed, shared), context, keep_model=True, progress=say)
+        spec = RunSpec.of(config, fraction=fraction, model=model_setting, seed=seed)
+        record = run_one(spec, context, keep_model=True, progress=say)
         model = record.pop("_model")
         model_spec = record.pop("_spec")
         verdicts[name] = record.pop("_verdicts")
@@ -242,7 +247,7 @@ def run_demo(
                                                command={"demo": name, "config": config.to_dict()})
     indices, marked, _ = context.marked_subset(seed, config.fractions[-1])
     if len(indices):
-        _sample_figure(context.data["train"][0][indices[:8]], marked[:8], report_dir / "samples.png")
+        _sample_figure(context.data["owner"][0][indices[:8]], marked[:8], report_dir / "samples.png")
     result = DemoResult(config=config, records=records, verdicts={}, report=report_dir / "index.html",
                         key_path=key_path, seconds=time.perf_counter() - start, models=paths)
     result.verdicts = {n: {t: v.to_dict() for t, v in by.items()} for n, by in verdicts.items()}

@@ -24,7 +24,7 @@ from ._io import atomic_write
 from .errors import KeyFileError, KeyMismatchError
 from .nets import NetSpec
 
-__all__ = ["Key", "MarkerInfo", "random_carriers"]
+__all__ = ["Key", "MarkerInfo", "random_carriers", "random_key"]
 
 FORMAT_VERSION = 1
 CARRIER_SPACES = ("full", "neutral")
@@ -291,3 +291,13 @@ class Key:
                 "fingerprint): it was modified or corrupted"
             )
         return key
+
+
+def random_key(key: Key, seed: int) -> Key:
+    """A fresh key drawn exactly like ``key`` (same marker, same carrier space), from ``seed``.
+
+    The null trials of the detection tests score such keys against the same suspect: under H0 the real key
+    is one more draw of this kind.
+    """
+    carriers = random_carriers(key.num_classes, key.feature_dim, _seed_generator(seed, "carriers"), key.basis)
+    return Key(carriers=carriers, marker=key.marker, seed=seed, space=key.space, basis=key.basis)

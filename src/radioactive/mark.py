@@ -17,22 +17,20 @@ on which other images share its batch (up to floating-point differences of batch
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import hashlib
 import math
 import warnings
-import weakref
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
 
-from .augment import Augmentation, AugmentParams, resize_to
+from ._optimise import Features, evaluate_shift, feature_function, finish, frozen, optimise
+from .augment import Augmentation, AugmentParams
 from .errors import ConfigError, KeyMismatchError
 from .key import Key
-from .nets import FeatureSplit
+from .nets import state_dict_sha256
 
 __all__ = ["MarkConfig", "MarkResult", "mark", "psnr", "image_seeds", "marker_channels"]
 
@@ -177,9 +175,10 @@ def _adapt_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
     raise ConfigError(f"images have {x.shape[1]} channels but the marker takes {channels}")
 
 
-def _resolve_carriers(marker: Any, carriers: Key | torch.Tensor) -> torch.Tensor:
+def _resolve_carriers(marker: Any, carriers: Key | torch.Tensor, weights_sha256: str) -> torch.Tensor:
     if isinstance(carriers, Key):
-        carriers.check_marker(marker.info)
+        # Checked against the weights as they are now, not as they were when the Marker was built.
+        carriers.check_marker(replace(marker.info, weights_sha256=weights_sha256))
         carriers = carriers.carriers
     if not isinstance(carriers, torch.Tensor) or carriers.dim() != 2:
         raise ConfigError("carriers must be a Key or a (classes, dim) tensor")
@@ -192,63 +191,8 @@ def _resolve_carriers(marker: Any, carriers: Key | torch.Tensor) -> torch.Tensor
     return carriers / carriers.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
 
-_FUSED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _feature_function(marker: Any) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The marker's features through a copy with batch norms folded into the convolutions (eval-mode maths,
-    fewer passes over memory), checked against the original; the marker itself when that is not possible."""
-    model = marker.model
-    cached = _FUSED.get(model)
-    if cached is None:
-        cached = marker.features
-        try:
-            from torch.fx.experimental.optimization import fuse
-
-            fused = copy.deepcopy(model).eval()
-            if isinstance(fused, torch.nn.Sequential):  # e.g. Normalize (data-dependent) + network
-                for name, child in list(fused.named_children()):
-                    with contextlib.suppress(Exception):
-                        setattr(fused, name, fuse(child, inplace=True))
-            else:
-                fused = fuse(fused, inplace=True)
-            fused.to(memory_format=torch.channels_last)
-            head = dict(fused.named_modules()).get(marker.split.head_name)
-            if isinstance(head, torch.nn.Linear):
-                split = FeatureSplit(model=fused, head=head, head_name=marker.split.head_name)
-                channels = marker_channels(marker)
-                param = next(model.parameters())
-                probe = torch.rand(2, channels, *marker.spec.input_size, generator=torch.Generator().manual_seed(0))
-                probe = probe.to(param.device, param.dtype)
-                with torch.no_grad():
-                    want, got = marker.features(probe), split.features(probe)
-                if torch.allclose(want, got, rtol=1e-3, atol=1e-4 * float(want.abs().max().clamp_min(1))):
-                    cached = split.features
-        except Exception:  # untraceable models keep the plain path
-            cached = marker.features
-        _FUSED[model] = cached
-    return cached
-
-
 def _default_batch_size(input_size: tuple[int, int]) -> int:
     return int(max(1, min(512, (1 << 19) // (input_size[0] * input_size[1]))))
-
-
-def _finish(x0_int: torch.Tensor, delta: torch.Tensor, eps_int: int, max_sq: torch.Tensor) -> torch.Tensor:
-    """Round to 8 bits within the box and the L-inf radius, then shrink the integer perturbation of any
-    image whose squared error exceeds ``max_sq`` (per image, in 8-bit units) until it meets it."""
-    target = torch.round((x0_int + delta * 255).clamp(0, 255))
-    d_int = (target - x0_int).clamp(-eps_int, eps_int)  # (B, c, H, W) integral
-    sq = d_int.pow(2).flatten(1).sum(1)
-    over = sq > max_sq
-    if bool(over.any()):
-        scale = (max_sq / sq.clamp_min(1)).sqrt().view(-1, 1, 1, 1)
-        shrunk = torch.round(d_int * scale)
-        again = shrunk.pow(2).flatten(1).sum(1) > max_sq
-        # Truncation toward zero can only shrink every value, so it always meets the bound.
-        shrunk = torch.where(again.view(-1, 1, 1, 1), torch.trunc(d_int * scale), shrunk)
-        d_int = torch.where(over.view(-1, 1, 1, 1), shrunk, d_int)
-    return x0_int + d_int
 
 
 def mark(
@@ -302,7 +246,8 @@ def mark(
     count = images.shape[0]
     if labels.shape[0] != count:
         raise ConfigError(f"{count} images but {labels.shape[0]} labels")
-    carriers = _resolve_carriers(marker, carriers)
+    weights_sha256 = state_dict_sha256(marker.model)
+    carriers = _resolve_carriers(marker, carriers, weights_sha256)
     if count and (int(labels.min()) < 0 or int(labels.max()) >= carriers.shape[0]):
         raise ConfigError(f"labels must lie in [0, {carriers.shape[0]}); got range [{int(labels.min())}, {int(labels.max())}]")
     if images.dtype == torch.uint8:
@@ -321,9 +266,11 @@ def mark(
     out_device = images.device
     batch_size = batch_size or _default_batch_size(marker.spec.input_size)
     chunks = []
+    raw_features = feature_function(marker, marker_channels(marker), weights_sha256) if count else None
     for start in range(0, count, batch_size):
         end = min(count, start + batch_size)
-        chunks.append(_mark_batch(marker, images[start:end], labels[start:end], carriers, config, seeds[start:end]))
+        chunks.append(_mark_batch(marker, raw_features, images[start:end], labels[start:end], carriers, config,
+                                  seeds[start:end]))
         if progress is not None:
             progress(end - start)
     if not chunks:
@@ -338,8 +285,8 @@ def mark(
 
 
 def _mark_batch(
-    marker: Any, images: torch.Tensor, labels: torch.Tensor, carriers: torch.Tensor, config: MarkConfig,
-    seeds: list[int],
+    marker: Any, raw_features: Features, images: torch.Tensor, labels: torch.Tensor, carriers: torch.Tensor,
+    config: MarkConfig, seeds: list[int],
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     model = marker.model
     device = marker.device
@@ -367,99 +314,18 @@ def _mark_batch(
     max_sq_int = torch.full((len(seeds),), n_values * 255.0**2 * 10 ** (-config.min_psnr / 10), device=device)
     eps_int = int(math.floor(config.epsilon * 255 + 1e-6))
 
-    if device.type == "cpu":
-        model.to(memory_format=torch.channels_last)  # same maths, faster convolutions on CPU
-    raw_features = _feature_function(marker)
-
     def features(x: torch.Tensor) -> torch.Tensor:
         x = _adapt_channels(x, channels).contiguous(memory_format=torch.channels_last)
         return raw_features(x)
 
-    was_training = model.training
-    frozen = [p for p in model.parameters() if p.requires_grad]
-    model.eval()
-    for p in frozen:
-        p.requires_grad_(False)
-    try:
+    # The features run on a private copy; frozen() covers a marker that could not be copied.
+    with frozen(model):
         if config.steps > 0 and eps_int > 0:
-            delta = _optimise(features, augmentation, x0, u, uniforms, config, eps_int, max_sq_int, input_size,
-                              avoid=avoid)
+            delta = optimise(features, augmentation, x0, u, uniforms, config, eps_int, max_sq_int, input_size,
+                             avoid=avoid)
         else:
             delta = torch.zeros_like(x0)
-        marked_int = _finish(x0_int, delta.float(), eps_int, max_sq_int)
+        marked_int = finish(x0_int, delta.float(), eps_int, max_sq_int)
         marked = (marked_int / 255).to(dtype)
-        shift, cosine = _evaluate(features, augmentation, x0, marked, u, uniforms[config.steps:])
-    finally:
-        model.train(was_training)
-        for p in frozen:
-            p.requires_grad_(True)
+        shift, cosine = evaluate_shift(features, augmentation, x0, marked, u, uniforms[config.steps:])
     return (marked.float(), psnr(marked_int / 255, x0_int / 255).cpu(), shift.cpu(), cosine.cpu())
-
-
-def _optimise(
-    features: Callable[[torch.Tensor], torch.Tensor], augmentation: Augmentation, x0: torch.Tensor, u: torch.Tensor,
-    uniforms: torch.Tensor, config: MarkConfig, eps_int: int, max_sq_int: torch.Tensor, input_size: tuple[int, int],
-    avoid: torch.Tensor | None = None,
-) -> torch.Tensor:
-    with torch.no_grad():
-        clean = features(resize_to(x0, input_size))  # (B, d)
-    eps = eps_int / 255
-    # Leave room for the rounding noise so the final fix-up rarely has to shrink anything.
-    radius = (max_sq_int.sqrt() / 255 * 0.97).view(-1, 1, 1, 1)
-    delta = torch.zeros_like(x0)
-    moment1 = torch.zeros_like(x0)
-    moment2 = torch.zeros_like(x0)
-    beta1, beta2 = 0.9, 0.999
-    for step in range(config.steps):
-        delta.requires_grad_(True)
-        shifted = features(augmentation(x0 + delta, uniforms[step])) - clean  # (B, d)
-        loss = -(shifted * u).sum() + config.lambda_ft * shifted.norm(dim=1).sum()
-        if config.lambda_img:
-            loss = loss + config.lambda_img * delta.pow(2).sum()
-        if avoid is not None:
-            loss = loss + config.lambda_class * (shifted * avoid).sum()
-        (grad,) = torch.autograd.grad(loss, delta)
-        with torch.no_grad():
-            delta = delta.detach()
-            lr = config.lr * 0.5 * (1 + math.cos(math.pi * step / config.steps))
-            moment1.mul_(beta1).add_(grad, alpha=1 - beta1)
-            moment2.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-            correction1 = 1 - beta1 ** (step + 1)
-            correction2 = 1 - beta2 ** (step + 1)
-            denom = (moment2 / correction2).sqrt_().add_(1e-12)
-            delta.addcdiv_(moment1, denom, value=-lr / correction1)
-            if config.round_every and (step + 1) % config.round_every == 0 and step + 1 < config.steps:
-                delta = torch.round((x0 + delta) * 255) / 255 - x0
-            delta = _project(delta, x0, eps, radius)
-    return delta.detach()
-
-
-def _project(delta: torch.Tensor, x0: torch.Tensor, eps: float, radius: torch.Tensor) -> torch.Tensor:
-    delta = delta.clamp(-eps, eps)
-    delta = (x0 + delta).clamp(0, 1) - x0
-    norm = delta.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
-    return delta * (radius / norm.clamp_min(1e-12)).clamp(max=1.0)
-
-
-@torch.no_grad()
-def _evaluate(
-    features: Callable[[torch.Tensor], torch.Tensor], augmentation: Augmentation, x0: torch.Tensor,
-    marked: torch.Tensor, u: torch.Tensor, uniforms: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Shift along the carrier and cosine with it, under fresh augmentations shared by both versions."""
-    count = x0.shape[0]
-    shift = torch.zeros(count, dtype=torch.float64, device=x0.device)
-    cosine = torch.zeros_like(shift)
-    if uniforms.shape[0] == 0:
-        return shift, cosine
-    changed = (marked != x0).flatten(1).any(1)
-    if not bool(changed.any()):
-        return shift, cosine
-    for draw in uniforms:
-        both = augmentation(torch.cat([marked[changed], x0[changed]]), torch.cat([draw[changed.cpu()]] * 2))
-        feats = features(both).double()
-        diff = feats[: int(changed.sum())] - feats[int(changed.sum()):]  # (n, d)
-        along = (diff * u[changed].double()).sum(1)
-        shift[changed] += along
-        cosine[changed] += along / diff.norm(dim=1).clamp_min(1e-12)
-    return shift / uniforms.shape[0], cosine / uniforms.shape[0]

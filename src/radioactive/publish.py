@@ -1,6 +1,6 @@
-"""Publishing a marked copy of a dataset: selection, marking in batches, resumable manifest, run record.
+"""Publishing a marked copy of a dataset: selection, output names, marking in batches.
 
-``mark_dataset`` marks a seeded random fraction of each class of an :class:`~radioactive.data.ImageSource`
+``mark_dataset`` marks a seeded random fraction of each class of an :class:`~radioactive.sources.ImageSource`
 and writes a complete dataset to ``out``: marked images as PNG at the same relative paths (a non-PNG source
 ``a/b.jpg`` becomes ``a/b.png``, or ``a/b.jpg.png`` if that name is taken), every other image copied or
 hard-linked unchanged, ``manifest.jsonl`` (one row per image) and ``mark.json`` (settings, key fingerprint,
@@ -10,41 +10,44 @@ Crash safety: every file is written atomically and a manifest row is appended on
 disk. A rerun with the same settings verifies every row (sha256 of the output, and of the source), keeps the
 valid rows byte for byte, drops a torn last line, removes stale temporaries and redoes the rest. Batches are
 planned from the full sorted selection, so a resumed run writes the same bytes as an uninterrupted one. A
-lock file (``fcntl.flock``, released by the kernel even on SIGKILL) refuses a concurrent run into ``out``.
+lock file refuses a concurrent run into ``out``. The lock, the manifest and ``mark.json`` are
+:mod:`radioactive.manifest`'s.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import json
 import logging
 import math
 import os
 import shutil
-import socket
 import time
 from collections import defaultdict
-from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import torch
 
-from ._io import atomic_write, atomic_write_json, sha256_file, versions
-from .data import ImageSource, SourceItem, public_mode, write_png
-from .errors import ConfigError, DatasetError, ImageReadError, KeyMismatchError, LockError, ManifestError
+from ._io import atomic_write, sha256_file, versions
+from .data import public_mode, write_png
+from .errors import ConfigError, DatasetError, ImageReadError, KeyMismatchError
 from .key import Key
+from .manifest import (
+    MANIFEST_NAME,
+    ManifestWriter,
+    load_verified_rows,
+    output_lock,
+    prepare_out,
+    read_manifest_rows,
+    remove_stale_temporaries,
+    write_mark_record,
+)
 from .mark import MarkConfig, image_seeds, mark
+from .sources import ImageSource, SourceItem
 
-__all__ = ["mark_dataset", "select_marked", "output_names", "LOCK_NAME", "MANIFEST_NAME", "RECORD_NAME"]
+__all__ = ["mark_dataset", "select_marked", "output_names"]
 
 log = logging.getLogger(__name__)
-
-LOCK_NAME = ".radioactive-mark.lock"
-MANIFEST_NAME = "manifest.jsonl"
-RECORD_NAME = "mark.json"
-_OWN_FILES = {LOCK_NAME, MANIFEST_NAME, RECORD_NAME}
 
 
 def select_marked(source: ImageSource, fraction: float, classes: list[int], seed: int) -> set[str]:
@@ -86,35 +89,6 @@ def output_names(source: ImageSource, marked: set[str]) -> dict[str, str]:
     return names
 
 
-@contextlib.contextmanager
-def _lock(out: Path) -> Iterator[None]:
-    path = out / LOCK_NAME
-    handle = open(path, "a+")
-    try:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.seek(0)
-            holder = handle.read().strip() or "{}"
-            try:
-                info = json.loads(holder)
-            except json.JSONDecodeError:
-                info = {}
-            raise LockError(
-                f"{out} is being written by another 'radioactive mark' run (pid {info.get('pid', '?')} on host "
-                f"{info.get('host', '?')}, started {info.get('started', '?')}); wait for it to finish, or use "
-                "another --out"
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                                 "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}))
-        handle.flush()
-        yield
-    finally:
-        handle.close()
-
-
 def _inside(path: Path, folder: Path) -> bool:
     return path == folder or path.is_relative_to(folder)
 
@@ -142,98 +116,6 @@ def _settings(source: ImageSource, key: Key, fraction: float, classes: list[int]
         "config": config.to_dict(),
         "link": link,
     }
-
-
-def _prepare_out(out: Path, settings: dict[str, Any]) -> None:
-    record_path = out / RECORD_NAME
-    if record_path.is_file():
-        try:
-            record = json.loads(record_path.read_text())
-        except json.JSONDecodeError:
-            raise ManifestError(f"{record_path} is corrupt; use a new --out") from None
-        before = record.get("settings", {})
-        changed = sorted(name for name in settings if before.get(name) != settings[name])
-        if changed:
-            raise ConfigError(
-                f"{out} holds a marking run with different settings ({', '.join(changed)}); rerun with the same "
-                "options to resume it, or use a new --out"
-            )
-        return
-    stray = [entry.name for entry in out.iterdir() if entry.name not in _OWN_FILES]
-    if stray:
-        raise ConfigError(f"{out} is not empty and holds no marking run ({stray[:3]}...); use a new or empty --out")
-
-
-def _remove_stale_temporaries(out: Path) -> None:
-    for folder, _dirs, files in os.walk(out):
-        for name in files:
-            if name.startswith(".") and name.endswith(".tmp"):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(os.path.join(folder, name))
-
-
-def _load_manifest(out: Path, source: ImageSource, names: dict[str, str], skip_bad: bool) -> dict[str, str]:
-    """Verified rows by source id (raw lines kept verbatim); rewrites the manifest if any row was dropped."""
-    path = out / MANIFEST_NAME
-    if not path.is_file():
-        return {}
-    items = {item.rel: item for item in source.items}
-    lines = path.read_bytes().split(b"\n")
-    kept: dict[str, str] = {}
-    dropped = 0
-    for number, raw in enumerate(lines, 1):
-        if not raw.strip():
-            continue
-        try:
-            row = json.loads(raw)
-            rel = row["source"]
-        except (json.JSONDecodeError, KeyError, TypeError):
-            if number >= len(lines) - 1:  # a torn last line from an interrupted append
-                dropped += 1
-                continue
-            raise ManifestError(f"{path} line {number} is corrupt; delete the output folder and mark again") from None
-        item = items.get(rel)
-        ok = item is not None and rel not in kept
-        if ok and row.get("bad"):
-            ok = False  # bad images are retried on every run (the file may have been fixed)
-        elif ok:
-            ok = (row.get("output") == names[rel] and row.get("marked") is not None
-                  and _verify(out / names[rel], row.get("output_sha256")))
-            if ok:
-                with contextlib.suppress(ImageReadError, OSError):
-                    ok = source.source_sha256(item) == row.get("source_sha256")
-        if ok:
-            kept[rel] = raw.decode()
-        else:
-            dropped += 1
-    if dropped:
-        log.info("resuming: %d manifest rows kept, %d dropped (torn, unverifiable or retried)", len(kept), dropped)
-        with atomic_write(path, mode=public_mode()) as tmp:
-            Path(tmp).write_text("".join(line + "\n" for line in kept.values()))
-    return kept
-
-
-def _verify(path: Path, digest: object) -> bool:
-    try:
-        return isinstance(digest, str) and path.is_file() and not path.is_symlink() and sha256_file(path) == digest
-    except OSError:
-        return False
-
-
-class _Manifest:
-    """Appends rows; flushes and fsyncs after each group so a row never precedes its image on disk."""
-
-    def __init__(self, path: Path):
-        self.handle = open(path, "a", encoding="utf-8")
-
-    def append(self, rows: list[dict[str, Any]]) -> None:
-        if rows:
-            self.handle.write("".join(json.dumps(row, allow_nan=False) + "\n" for row in rows))
-            self.handle.flush()
-            os.fsync(self.handle.fileno())
-
-    def close(self) -> None:
-        self.handle.close()
 
 
 def _safe_target(out: Path, rel: str) -> Path:
@@ -321,15 +203,15 @@ def mark_dataset(
     out.mkdir(parents=True, exist_ok=True)
     settings = _settings(source, key, fraction, classes, seed, config, link)
     started = time.time()
-    with _lock(out):
-        _prepare_out(out, settings)
-        _remove_stale_temporaries(out)
+    with output_lock(out):
+        prepare_out(out, settings)
+        remove_stale_temporaries(out)
         record = {"status": "running", "settings": settings, "key": key.describe(), "versions": versions()}
-        atomic_write_json(out / RECORD_NAME, record, mode=public_mode())
+        write_mark_record(out, record)
         chosen = select_marked(source, fraction, classes, seed)
         names = output_names(source, chosen)
-        done = _load_manifest(out, source, names, skip_bad)
-        manifest = _Manifest(out / MANIFEST_NAME)
+        done = load_verified_rows(out, source, names)
+        manifest = ManifestWriter(out / MANIFEST_NAME)
         bad: list[dict[str, Any]] = []
 
         def fail(item: SourceItem, exc: ImageReadError) -> None:
@@ -365,13 +247,13 @@ def mark_dataset(
             manifest.close()
         summary = _summary(out, len(source), started, bad)
         record.update(status="complete", summary=summary)
-        atomic_write_json(out / RECORD_NAME, record, mode=public_mode())
+        write_mark_record(out, record)
     return summary
 
 
 def _mark_all(source: ImageSource, out: Path, marker: Any, key: Key, config: MarkConfig, seed: int,
               batch_size: int | None, chosen: set[str], names: dict[str, str], done: dict[str, str],
-              manifest: _Manifest, fail: Any, progress: bool) -> None:
+              manifest: ManifestWriter, fail: Any, progress: bool) -> None:
     from tqdm.auto import tqdm
 
     from .mark import _default_batch_size
@@ -426,7 +308,7 @@ def _mark_all(source: ImageSource, out: Path, marker: Any, key: Key, config: Mar
 
 
 def _summary(out: Path, total: int, started: float, bad: list[dict[str, Any]]) -> dict[str, Any]:
-    rows = [json.loads(line) for line in (out / MANIFEST_NAME).read_text().splitlines() if line.strip()]
+    rows = read_manifest_rows(out)
     marked = [row for row in rows if row.get("marked")]
     psnrs = [row["psnr"] if row["psnr"] is not None else math.inf for row in marked]
     finite = [p for p in psnrs if math.isfinite(p)]

@@ -46,9 +46,15 @@ def _figure():
     return plt
 
 
-def _save(fig, path: Path) -> None:
+def _save(fig, path: str | os.PathLike) -> Path:
+    """Write ``fig`` as PNG atomically (no timestamp in the metadata, so equal plots are equal files), close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
     with atomic_write(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)
+    return path
 
 
 def plot_null_density(verdict: Verdict, path: str | os.PathLike) -> Path:
@@ -77,10 +83,7 @@ def plot_null_density(verdict: Verdict, path: str | os.PathLike) -> Path:
     ax.set_ylabel("density")
     ax.legend(fontsize=8, loc="upper left")
     ax.set_title(f"white-box: log10 p = {verdict.log10_p:.2f}")
-    path = Path(path)
-    _save(fig, path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_blackbox(verdict: Verdict, path: str | os.PathLike) -> Path:
@@ -109,10 +112,7 @@ def plot_blackbox(verdict: Verdict, path: str | os.PathLike) -> Path:
     right.set_xlabel("(true - control) / control spread, per class and control")
     right.set_ylabel("count")
     fig.suptitle(f"{verdict.test}: log10 p = {verdict.log10_p:.2f}")
-    path = Path(path)
-    _save(fig, path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_null_trials(verdict: Verdict, path: str | os.PathLike) -> Path:
@@ -124,10 +124,7 @@ def plot_null_trials(verdict: Verdict, path: str | os.PathLike) -> Path:
     ax.axvline(math.log10(verdict.alpha), color="0.3", ls="--", lw=1, label=f"alpha = {verdict.alpha:g}")
     ax.set_xlabel("log10 p")
     ax.legend(fontsize=8)
-    path = Path(path)
-    _save(fig, path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def _table(verdict: Verdict) -> str:

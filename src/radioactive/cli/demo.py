@@ -1,9 +1,15 @@
-"""``radioactive demo``: the whole story on Fashion-MNIST in a few CPU minutes."""
+"""``radioactive demo``: the whole story on Fashion-MNIST in a few CPU minutes.
+
+The library is imported inside :func:`run`, as in every subcommand: ``radioactive --help`` builds every
+parser and should not pay for torch.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+
+from ..errors import ConfigError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -31,15 +37,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..demo import demo_config, format_side_by_side, run_demo
-    from ..errors import ConfigError
-    from .train_marker import resolve_device
+    from ..zoo import resolve_device
 
     if not 0 < args.fraction <= 1:
         raise ConfigError(f"--fraction must be in (0, 1] (0.10 for 10 %), got {args.fraction}")
     config = demo_config(fraction=args.fraction, epochs=args.epochs, arch=args.arch, seed=args.seed,
                          mark_steps=args.mark_steps,
                          probes=args.probes, num_controls=args.controls, marker=args.marker,
-                         device=resolve_device(args.device))
+                         device=str(resolve_device(args.device)))
 
     def progress(line: str) -> None:
         print(line, file=sys.stderr, flush=True)

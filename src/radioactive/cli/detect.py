@@ -5,15 +5,16 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
 import torch
 
+from ..detect.settings import ALIGNMENTS, COMBINATIONS, OUTPUTS, STATISTICS
 from ..errors import ConfigError, DatasetError, ModelLoadError
 
 log = logging.getLogger(__name__)
-_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
+HELD_OUT = "fashion-mnist:holdout"
 
 
 def add_parser(subparsers: Any) -> None:
@@ -28,7 +29,8 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument("--key", required=True, help="key file (from radioactive keygen)")
     parser.add_argument("--marker", default=None,
-                        help="marking-network checkpoint the key was made with (default: the built-in Fashion-MNIST marker)")
+                        help="marking network the key was made with (default: the one the key records)")
+    parser.add_argument("--marker-weights", default=None, help="local weights file for a torchvision:<arch> marker")
     parser.add_argument("--model", default=None,
                         help="suspect: a radioactive checkpoint, weights (safetensors / state dict, with --arch), a TorchScript archive or a .pt2 "
                              "torch.export archive; for --black-box, optional when --endpoint is given")
@@ -37,12 +39,13 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--num-classes", type=int, default=None, help="outputs of the suspect (default: the key's)")
     parser.add_argument("--head", default=None, help="dotted name of the suspect's final linear layer")
     parser.add_argument("--input-size", type=int, default=None, help="resize images to this size for the suspect")
-    parser.add_argument("--reference", default="fashion-mnist:val",
-                        help="clean held-out images never published: fashion-mnist:SPLIT (val, test, train) or an image folder")
+    parser.add_argument("--reference", default=HELD_OUT,
+                        help="clean held-out images never published: fashion-mnist:SPLIT (holdout, test), a class-subfolder "
+                             "tree or a CSV/JSONL list")
     parser.add_argument("--reference-limit", type=int, default=None, help="use at most this many reference images")
     parser.add_argument("--allow-marked-reference", action="store_true",
                         help="proceed (with a warning) when the reference folder holds marked images")
-    parser.add_argument("--alignment", default="auto", choices=["auto", "lstsq", "identity"])
+    parser.add_argument("--alignment", default="auto", choices=ALIGNMENTS)
     parser.add_argument("--class-map", default=None, help="key_class:output pairs, e.g. 0:0,2:1 (subset of classes)")
     parser.add_argument("--alpha", type=float, default=0.05, help="significance level of the decision")
     parser.add_argument("--batch-size", type=int, default=256)
@@ -59,199 +62,139 @@ def add_parser(subparsers: Any) -> None:
     black.add_argument("--endpoint-retries", type=int, default=3)
     black.add_argument("--endpoint-rate", type=float, default=None, help="max requests per second")
     black.add_argument("--endpoint-max-bytes", type=int, default=16 << 20)
-    black.add_argument("--output", default="auto", choices=["auto", "logits", "probs", "labels"],
-                       help="what the suspect returns")
-    black.add_argument("--probes", default="fashion-mnist:val", help="fresh clean probe images never published "
-                       "(fashion-mnist:SPLIT or an image folder)")
+    black.add_argument("--output", default="auto", choices=OUTPUTS, help="what the suspect returns")
+    black.add_argument("--probes", default=None,
+                       help=f"fresh clean probe images never published (default {HELD_OUT}); with --published: the "
+                            "dataset that was marked (default: the source its mark.json records)")
     black.add_argument("--published", default=None,
-                       help="folder of the published marked versions of the --probes folder (same relative paths, any "
-                            "image suffix): tests the published images against control-marked twins of the originals "
-                            "(they must have been marked with the same settings: --mark-steps, --mark-seed)")
+                       help="output folder of 'radioactive mark': tests its marked images against control-marked twins "
+                            "of their originals (--probes), marked with the settings and seed its mark.json records")
     black.add_argument("--probes-per-class", type=int, default=100)
     black.add_argument("--controls", type=int, default=20, help="K control carrier sets")
-    black.add_argument("--statistic", default="margin", choices=["margin", "prob", "loss", "label"])
-    black.add_argument("--combine", default="rank", choices=["rank", "t"],
-                       help="rank: exact rank p-values + Fisher; t: control t statistics + Stouffer")
+    black.add_argument("--statistic", default="margin", choices=STATISTICS)
+    black.add_argument("--combine", default="rank", choices=COMBINATIONS,
+                       help="rank: exact rank p-values + Fisher; t: control t statistics + Stouffer; perm: exact "
+                            "stratified permutation test of the summed standardised statistics")
     black.add_argument("--reference-model", default=None,
                        help="clean model trained by the auditor (difference in differences)")
     black.add_argument("--reference-arch", default=None, help="architecture of --reference-model weights")
-    black.add_argument("--mark-steps", type=int, default=None, help="marking steps for probes (default: MarkConfig's)")
-    black.add_argument("--mark-seed", type=int, default=0)
+    black.add_argument("--mark-steps", type=int, default=None,
+                       help="marking steps for fresh probes (default: MarkConfig's); with --published, read from mark.json")
+    black.add_argument("--mark-seed", type=int, default=None,
+                       help="marking seed for fresh probes (default 0); with --published, read from mark.json")
     black.add_argument("--cache-dir", default="~/.cache/radioactive/controls",
                        help="owner-only cache of marked control sets ('' to disable)")
     parser.set_defaults(func=run)
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        return torch.device("cpu")
-    return torch.device(name)
+def _load_model(path: str, arch: str | None, num_classes: int, device: torch.device) -> torch.nn.Module:
+    from ..nets import load_suspect
 
-
-def _image_files(folder: Path) -> list[Path]:
-    """The image files of a folder tree, in the order ``load_images`` reads them."""
-    return sorted((p for p in folder.rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES),
-                  key=lambda p: p.relative_to(folder).with_suffix("").as_posix())
-
-
-def load_images(source: str, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor, bool]:
-    """``(images uint8 (N, c, H, W), labels (N,), marked)`` from ``fashion-mnist:SPLIT`` or an image folder.
-
-    ``marked`` is True when the folder holds a marking manifest (its images are marked outputs).
-    """
-    if source.startswith("fashion-mnist"):
-        split = source.split(":", 1)[1] if ":" in source else "val"
-        if split in ("val", "train"):
-            from ..train import fashion_mnist_splits
-
-            images, labels = fashion_mnist_splits()[split]
-        elif split == "test":
-            from ..fmnist import load_fashion_mnist
-
-            images, labels = load_fashion_mnist("test")
-        else:
-            raise DatasetError(f"unknown Fashion-MNIST split {split!r}; choose from ['val', 'test', 'train']")
-        return (images[:limit], labels[:limit], False) if limit else (images, labels, False)
-    folder = Path(source).expanduser()
-    if not folder.is_dir():
-        raise DatasetError(f"{source!r} is neither fashion-mnist:SPLIT nor an image folder")
-    from PIL import Image
-
-    marked = (folder / "manifest.jsonl").is_file()
-    files = _image_files(folder)
-    if limit:
-        files = files[:limit]
-    if not files:
-        raise DatasetError(f"no images in {source!r}")
-    classes = sorted({p.parent.relative_to(folder).as_posix() for p in files})
-    index = {name: i for i, name in enumerate(classes)}
-    tensors, labels = [], []
-    for path in files:
-        with Image.open(path) as image:
-            array = torch.from_numpy(__import__("numpy").asarray(image.convert("L" if image.mode in ("L", "I", "1") else "RGB")).copy())
-        tensors.append(array.unsqueeze(0) if array.dim() == 2 else array.permute(2, 0, 1))
-        labels.append(index[path.parent.relative_to(folder).as_posix()])
-    shapes = {tuple(t.shape) for t in tensors}
-    if len(shapes) != 1:
-        raise DatasetError(f"images in {source!r} have different sizes {sorted(shapes)[:3]}; resize them first")
-    return torch.stack(tensors), torch.tensor(labels), marked
-
-
-def _load_model(path: str, arch: str | None, num_classes: int) -> torch.nn.Module:
-    from pathlib import Path
-
-    from ..nets import _is_torchscript, load_checkpoint, load_suspect
-
-    if path.endswith(".pt2") or arch is not None or _is_torchscript(Path(path)):
-        return load_suspect(path, arch=arch, num_classes=num_classes)
     try:
-        model, _, _ = load_checkpoint(path)
+        model = load_suspect(path, arch=arch, num_classes=num_classes)
     except ModelLoadError as exc:
         if "carries no architecture spec" in str(exc):
             raise ModelLoadError(f"{exc} (or pass a .pt2 torch.export or TorchScript archive)") from None
         raise
-    return model
+    return model.to(device).eval()
 
 
-def _marker(path: str | None):
-    from ..marker import Marker
+def _marking(args: argparse.Namespace, key: Any) -> tuple[Any, int]:
+    """``(MarkConfig, seed)`` the probes are marked with: what --published's mark.json records, else the flags."""
+    from ..mark import MarkConfig
 
-    if path:
-        return Marker.from_checkpoint(path)
-    from ..train import default_marker
+    if args.published:
+        from ..detect.published import marking_settings
 
-    return default_marker(train_if_missing=False)
+        return marking_settings(args.published, key=key, steps=args.mark_steps, seed=args.mark_seed)
+    return (MarkConfig() if args.mark_steps is None else MarkConfig(steps=args.mark_steps)), args.mark_seed or 0
 
 
-def _predictor(model: torch.nn.Module, device: torch.device, input_size: int | None):
-    from ..detect._common import resize
+def _probes(args: argparse.Namespace, key: Any) -> Any:
+    """Published probes (the marked images of --published with their originals), or fresh ones (--probes)."""
+    from ..detect.probes import Probes, first_per_class
+    from ..sources import load_labelled
 
-    size = (input_size, input_size) if input_size else None
+    if args.published:
+        from ..detect.published import published_probes, recorded_source
 
-    def predict(images: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return model(resize(images, size).to(device)).float().cpu()
+        source = args.probes or recorded_source(args.published)
+        if source is None:
+            raise ConfigError(f"give --probes: the dataset {args.published} was marked from (its mark.json records none)")
+        return published_probes(args.published, load_labelled(args.published), load_labelled(source),
+                                num_classes=key.num_classes, per_class=args.probes_per_class)
+    fresh = load_labelled(args.probes or HELD_OUT)
+    if fresh.marked:
+        raise DatasetError(f"--probes {args.probes} is the output of 'radioactive mark' (its images may be marked), "
+                           "but fresh probes must never have been published; to test published images pass that "
+                           "folder as --published")
+    picks = first_per_class(fresh.labels, args.probes_per_class, num_classes=key.num_classes)
+    return Probes(fresh.images[picks], fresh.labels[picks])
 
-    return predict
+
+def _blackbox(args: argparse.Namespace, key: Any, marker: Any, device: torch.device, class_map: Any):
+    from ..detect import BlackboxSettings, blackbox
+    from ..detect.observations import model_predictor
+    from ..nets import state_dict_sha256
+
+    config, seed = _marking(args, key)
+    settings = BlackboxSettings(  # checked before any model or image is loaded
+        num_controls=args.controls, statistic=args.statistic, combine=args.combine, mark=config, seed=seed,
+        class_map=class_map, output=args.output, alpha=args.alpha, batch_size=args.batch_size,
+        cache_dir=args.cache_dir or None, null_trials=args.null_trials, null_seed=args.null_seed,
+    )
+    num_classes = args.num_classes or key.num_classes
+    size = (args.input_size, args.input_size) if args.input_size else None
+    if args.endpoint:
+        from ..endpoint import Endpoint
+
+        predict = Endpoint(args.endpoint, timeout=args.endpoint_timeout, retries=args.endpoint_retries,
+                           max_rate=args.endpoint_rate, max_response_bytes=args.endpoint_max_bytes,
+                           batch_size=min(args.batch_size, 64), output=args.output)
+        model_id = args.endpoint
+    elif args.model:
+        model = _load_model(args.model, args.arch, num_classes, device)
+        predict = model_predictor(model, input_size=size, device=device)
+        model_id = state_dict_sha256(model)
+    else:
+        raise ConfigError("the black-box test needs --endpoint URL or --model FILE")
+    reference = None
+    if args.reference_model:
+        reference_model = _load_model(args.reference_model, args.reference_arch, num_classes, device)
+        reference = model_predictor(reference_model, input_size=size, device=device)
+    return blackbox(predict, key, _probes(args, key), marker=marker, settings=replace(settings, model_id=model_id),
+                    reference=reference)
+
+
+def _whitebox(args: argparse.Namespace, key: Any, marker: Any, device: torch.device, class_map: Any):
+    from ..detect import WhiteboxSettings, whitebox
+    from ..sources import load_labelled
+
+    if not args.model:
+        raise ConfigError("the white-box test needs --model (weights); use --black-box with --endpoint otherwise")
+    settings = WhiteboxSettings(
+        head=args.head, batch_size=args.batch_size, alignment=args.alignment, class_map=class_map, alpha=args.alpha,
+        allow_marked=args.allow_marked_reference, input_size=args.input_size, null_trials=args.null_trials,
+        null_seed=args.null_seed,
+    )
+    model = _load_model(args.model, args.arch, args.num_classes or key.num_classes, device)
+    reference = load_labelled(args.reference, limit=args.reference_limit)
+    marked = torch.full((len(reference),), reference.marked)
+    return whitebox(model, key, reference.images, marker=marker, settings=settings, marked=marked)
 
 
 def run(args: argparse.Namespace) -> int:
     from .. import report
-    from ..detect import Probes, blackbox, whitebox
-    from ..detect._common import parse_class_map
+    from ..detect.common import parse_class_map
     from ..key import Key
+    from ..zoo import resolve_device, resolve_marker
 
     key = Key.load(args.key)
-    marker = _marker(args.marker)
-    key.check_marker(marker.info)
-    device = _device(args.device)
+    marker = resolve_marker(key, args.marker, weights=args.marker_weights)
+    device = resolve_device(args.device)
     marker.to(device)
     class_map = parse_class_map(args.class_map)
-    num_classes = args.num_classes or key.num_classes
-    if not 0 < args.alpha < 1:
-        raise ConfigError(f"--alpha must be in (0, 1), got {args.alpha}")
-    if args.black_box:
-        if args.endpoint:
-            from ..endpoint import Endpoint
-
-            predict = Endpoint(args.endpoint, timeout=args.endpoint_timeout, retries=args.endpoint_retries,
-                               max_rate=args.endpoint_rate, max_response_bytes=args.endpoint_max_bytes,
-                               batch_size=min(args.batch_size, 64), output=args.output)
-            model_id = args.endpoint
-        elif args.model:
-            model = _load_model(args.model, args.arch, num_classes).to(device).eval()
-            predict = _predictor(model, device, args.input_size)
-            from ..nets import state_dict_sha256
-
-            model_id = state_dict_sha256(model)
-        else:
-            raise ConfigError("the black-box test needs --endpoint URL or --model FILE")
-        reference = None
-        if args.reference_model:
-            ref_model = _load_model(args.reference_model, args.reference_arch, num_classes).to(device).eval()
-            reference = _predictor(ref_model, device, args.input_size)
-        images, labels, _ = load_images(args.probes)
-        picks = torch.cat([torch.nonzero(labels == k).flatten()[: args.probes_per_class] for k in range(key.num_classes)])
-        published = None
-        if args.published:
-            published, published_labels, _ = load_images(args.published)
-            if published.shape != images.shape or not torch.equal(published_labels, labels):
-                raise DatasetError(
-                    f"--published {args.published!r} does not mirror --probes {args.probes!r}: expected the same "
-                    f"relative paths and sizes ({tuple(images.shape)}), got {tuple(published.shape)}"
-                )
-            published = published[picks]
-        ids = None
-        if published is not None and not args.probes.startswith("fashion-mnist"):
-            # `radioactive mark` derives each image's augmentation stream from its relative path: the control
-            # twins must be marked with the same streams as the published versions.
-            folder = Path(args.probes).expanduser()
-            rels = [f.relative_to(folder).as_posix() for f in _image_files(folder)]
-            ids = [rels[i] for i in picks.tolist()]
-        probes = Probes(images[picks], labels[picks], published=published, ids=ids)
-        from ..mark import MarkConfig
-
-        config = MarkConfig() if args.mark_steps is None else MarkConfig(steps=args.mark_steps)
-        verdict = blackbox(
-            predict, key, probes, marker=marker, num_controls=args.controls, statistic=args.statistic,
-            combine=args.combine, reference=reference, config=config, seed=args.mark_seed, class_map=class_map,
-            output=args.output, alpha=args.alpha, batch_size=args.batch_size, cache_dir=args.cache_dir or None,
-            model_id=model_id, null_trials=args.null_trials, null_seed=args.null_seed,
-        )
-    else:
-        if not args.model:
-            raise ConfigError("the white-box test needs --model (weights); use --black-box with --endpoint otherwise")
-        model = _load_model(args.model, args.arch, num_classes).to(device).eval()
-        images, _, marked = load_images(args.reference, args.reference_limit)
-        size = (args.input_size, args.input_size) if args.input_size else None
-        verdict = whitebox(
-            model, key, images, marker=marker, head=args.head, batch_size=args.batch_size, alignment=args.alignment,
-            class_map=class_map, alpha=args.alpha, marked=torch.full((len(images),), marked),
-            allow_marked=args.allow_marked_reference, input_size=size, null_trials=args.null_trials,
-            null_seed=args.null_seed,
-        )
+    verdict = (_blackbox if args.black_box else _whitebox)(args, key, marker, device, class_map)
     print(verdict.summary())
     if args.json_out:
         report.write_json(verdict, args.json_out, command=vars(args))

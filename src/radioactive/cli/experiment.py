@@ -1,8 +1,13 @@
-"""``radioactive experiment CONFIG``: run (or resume) a grid of mark -> train -> detect runs."""
+"""``radioactive experiment CONFIG``: run (or resume) a grid of mark -> train -> detect runs.
+
+The library is imported inside :func:`run`, as in every subcommand: ``radioactive --help`` builds every
+parser and should not pay for torch.
+"""
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import sys
 from pathlib import Path
 
@@ -29,19 +34,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
+    from ..experiment import aggregate, dry_run, load_config, load_records, run_experiment
+    from ..zoo import resolve_device
 
-    from ..experiment import aggregate, dry_run, load_config, run_experiment
-    from .train_marker import resolve_device
-
-    overrides = {"device": resolve_device(args.device)} if args.device else None
+    overrides = {"device": str(resolve_device(args.device))} if args.device else None
     config = load_config(args.config, overrides)
     if args.dry_run:
         print("\n".join(dry_run(config)))
         return 0
     out = Path(args.out or Path("runs") / config.name)
     if args.aggregate_only:
-        records = [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*.json"))]
+        records = load_records(out)
         aggregate(records, out, alpha=config.detect.alpha)
         print(f"{len(records)} runs aggregated into {out / 'results.md'}")
         return 0
@@ -59,8 +62,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_with_lock(config, out, lock_path, progress, limit):
-    import fcntl
-
     from ..experiment import expand_grid, run_experiment
 
     runs = expand_grid(config)

@@ -19,9 +19,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "the key (safetensors, mode 0600). The key records the network's identity (architecture, weight "
         "hash, input size, mean/std) and where it was loaded from; 'radioactive mark' refuses any other network.",
     )
-    parser.add_argument("--marker", required=True,
-                        help="marking network: a checkpoint from 'radioactive train-marker', or torchvision:<arch> "
-                        "(with --marker-weights)")
+    parser.add_argument("--marker", default="default",
+                        help="marking network: 'default' (the Fashion-MNIST marker shipped with radioactive; the "
+                        "default), a checkpoint from 'radioactive train-marker', or torchvision:<arch> (with "
+                        "--marker-weights)")
     parser.add_argument("--marker-weights", help="local weights file for a torchvision:<arch> marker")
     parser.add_argument("--out", required=True, help="key file to write (.safetensors); never overwritten")
     parser.add_argument("--seed", type=int, default=None, help="makes the key reproducible (default: random)")
@@ -31,25 +32,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def load_marker(text: str, weights: str | None = None, *, input_size: int = 224):
-    """A :class:`Marker` from a checkpoint path or ``torchvision:<arch>`` (``weights``: a local file)."""
-    from ..marker import Marker
-
-    if text.startswith("torchvision:"):
-        arch = text.split(":", 1)[1]
-        return Marker.from_torchvision(arch, weights=weights, input_size=input_size)
-    if weights:
-        raise ConfigError("--marker-weights applies to torchvision:<arch> markers only")
-    return Marker.from_checkpoint(text)
-
-
 def marker_source(text: str, weights: str | None) -> dict[str, str]:
-    """What to record in the key so that 'radioactive mark' finds the marker again."""
+    """What to record in the key so that 'radioactive mark' finds the marker again (the shipped marker is
+    found by its weight hash; a path is recorded absolute)."""
+    from ..zoo import DEFAULT_MARKER_ALIAS
+
     if text.startswith("torchvision:"):
         out = {"marker_source": text}
         if weights:
             out["marker_weights"] = str(Path(weights).resolve())
         return out
+    if text == DEFAULT_MARKER_ALIAS:
+        return {"marker_source": DEFAULT_MARKER_ALIAS}
     return {"marker_source": str(Path(text).resolve())}
 
 
@@ -57,11 +51,12 @@ def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from ..key import Key
+    from ..zoo import resolve_marker
 
     out = Path(args.out)
     if out.exists():
         raise ConfigError(f"key file {str(out)!r} already exists; keys are never overwritten")
-    marker = load_marker(args.marker, args.marker_weights)
+    marker = resolve_marker(path=args.marker, weights=args.marker_weights)
     head = marker.split.weight() if args.space == "neutral" else None
     key = Key.generate(marker.info, seed=args.seed, space=args.space, head_weight=head)
     key = replace(key, metadata=marker_source(args.marker, args.marker_weights))

@@ -33,7 +33,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--key", required=True, help="key file from 'radioactive keygen'")
     parser.add_argument("--data", required=True, metavar="SRC",
-                        help="class-subfolder image tree, CSV/JSONL list of path,label, or fashion-mnist[:test]")
+                        help="class-subfolder image tree, CSV/JSONL list of path,label, or fashion-mnist (= "
+                        "fashion-mnist:owner, the 55k images the owner publishes)")
     parser.add_argument("--fraction", required=True, type=float, help="fraction of each class to mark, in [0, 1]")
     parser.add_argument("--out", required=True, metavar="DST", help="output folder (new, or a run to resume)")
     parser.add_argument("--marker", help="marking network (default: the one recorded in the key)")
@@ -82,12 +83,12 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..augment import build_augmentation
-    from ..data import DEFAULT_MAX_PIXELS, open_source
+    from ..data import DEFAULT_MAX_PIXELS
     from ..key import Key
     from ..mark import MarkConfig
     from ..publish import mark_dataset
-    from .keygen import load_marker
-    from .train_marker import resolve_device
+    from ..sources import open_source
+    from ..zoo import resolve_device, resolve_marker
 
     augment = build_augmentation(args.augment, (8, 8)).names
     config = MarkConfig(steps=args.steps, lr=args.lr, epsilon=args.epsilon, min_psnr=args.min_psnr,
@@ -95,15 +96,10 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size is not None and args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
     key = Key.load(args.key)
-    marker_arg = args.marker or key.metadata.get("marker_source")
-    if not marker_arg:
-        raise ConfigError("the key does not record its marking network; pass --marker")
-    weights = args.marker_weights or (key.metadata.get("marker_weights") if not args.marker else None)
-    marker = load_marker(marker_arg, weights, input_size=key.marker.spec.input_size[0])
-    key.check_marker(marker.info)
+    marker = resolve_marker(key, args.marker, weights=args.marker_weights)
     device = resolve_device(args.device)
     marker.to(device)
-    if device == "cpu" or device.startswith("cpu"):
+    if device.type == "cpu":
         marker.model.to(memory_format=torch.channels_last)
     source = open_source(args.data, root=args.root, max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS)
     log.info("key %s, marker %s, %d images in %d classes from %s", key.fingerprint, marker.spec.arch, len(source),

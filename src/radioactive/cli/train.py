@@ -13,9 +13,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, DatasetError
+from ..errors import ConfigError
 
 log = logging.getLogger(__name__)
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -27,8 +28,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "dataset fingerprint, accuracy). Under torchrun, trains with DistributedDataParallel.",
     )
     parser.add_argument("--data", required=True,
-                        help="fashion-mnist (the 55k owner split), the output folder of 'radioactive mark' "
-                        "(manifest.jsonl), or a class-subfolder image tree")
+                        help="fashion-mnist (= fashion-mnist:owner, the 55k owner split), the output folder of "
+                        "'radioactive mark' (read through its manifest.jsonl), a class-subfolder image tree or a "
+                        "CSV/JSONL list")
     parser.add_argument("--out", required=True, help="checkpoint to write (.safetensors)")
     parser.add_argument("--mode", default="scratch", choices=["scratch", "finetune", "linear_probe", "distill"])
     parser.add_argument("--arch", default="cnn",
@@ -36,8 +38,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--init", help="checkpoint to start from (finetune, linear_probe)")
     parser.add_argument("--teacher", help="teacher checkpoint (distill)")
     parser.add_argument("--test", default=None,
-                        help="test set scored after training: fashion-mnist-test or a folder (default: "
-                        "fashion-mnist-test when --data is fashion-mnist)")
+                        help="test set scored after training: fashion-mnist:test or a folder (default: "
+                        "fashion-mnist:test when --data is fashion-mnist)")
     parser.add_argument("--size", type=int, default=None, help="resize images to SIZE x SIZE (default: as read)")
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--lr", type=float, default=None)
@@ -49,94 +51,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     parser.set_defaults(func=run)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Reading a dataset (a published tree, a manifest, or Fashion-MNIST).
-
-
-def _fit_image(image, channels: int, size: int | None):
-    """uint8 ``(c, H, W)`` to ``channels`` channels and, when given, ``size`` x ``size`` (bilinear, antialiased)."""
-    import torch
-
-    if image.shape[0] != channels:
-        image = image.expand(channels, -1, -1) if image.shape[0] == 1 else image.float().mean(0, keepdim=True).round().to(torch.uint8)
-    if size is not None and tuple(image.shape[1:]) != (size, size):
-        resized = torch.nn.functional.interpolate(image[None].float(), size=(size, size), mode="bilinear",
-                                                  antialias=True, align_corners=False)[0]
-        image = resized.round().clamp(0, 255).to(torch.uint8)
-    return image.contiguous()
-
-
-def read_dataset(source: str, *, size: int | None = None) -> tuple[Any, Any, list[str], int]:
-    """``(images uint8 (N, c, H, W), labels (N,), ids, num_classes)`` from ``fashion-mnist`` (the owner's 55k
-    split), ``fashion-mnist-test``, the output folder of ``radioactive mark`` (read through its
-    ``manifest.jsonl``; rows of unreadable images are skipped), or anything :func:`radioactive.data.open_source`
-    reads (class-subfolder tree, CSV/JSONL list). Images are decoded by :mod:`radioactive.data`."""
-    import torch
-
-    from ..data import open_source, read_image
-
-    if source in ("fashion-mnist", "fashion-mnist-train", "fashion-mnist:train"):
-        from ..train import fashion_mnist_splits
-
-        images, labels = fashion_mnist_splits()["train"]
-        return images, labels, [f"train/{i}" for i in range(len(labels))], 10
-    if source in ("fashion-mnist-test", "fashion-mnist:test"):
-        from ..fmnist import load_fashion_mnist
-
-        images, labels = load_fashion_mnist("test")
-        return images, labels, [f"test/{i}" for i in range(len(labels))], 10
-    root = Path(source)
-    manifest = root / "manifest.jsonl"
-    entries: list[tuple[Any, int, str]] = []
-    num_classes = 0
-    if root.is_dir() and manifest.is_file():
-        with open(manifest) as handle:
-            for number, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DatasetError(f"{manifest}:{number}: not JSON ({exc})") from exc
-                if row.get("bad") or row.get("error") or row.get("output") is None:
-                    continue
-                if "label" not in row:
-                    raise DatasetError(f"{manifest}:{number}: a row needs 'output' and 'label'")
-                rel = str(row["output"])
-                entries.append((lambda rel=rel: read_image(root / rel, name=rel), int(row["label"]), rel))
-    else:
-        listed = open_source(source)
-        num_classes = len(listed.classes)
-        entries = [(lambda item=item: listed.read(item), item.label, item.rel) for item in listed.items]
-    if not entries:
-        raise DatasetError(f"no images found in {source!r}")
-    first = entries[0][0]()
-    channels = first.shape[0]
-    tensors = []
-    for load, _, rel in entries:
-        image = _fit_image(load(), channels, size)
-        if size is None and image.shape != first.shape:
-            raise DatasetError(
-                f"{rel!r} is {tuple(image.shape[1:])} but {entries[0][2]!r} is {tuple(first.shape[1:])}; "
-                "pass --size to resize every image"
-            )
-        tensors.append(image)
-    labels = torch.tensor([label for _, label, _ in entries], dtype=torch.int64)
-    num_classes = max(num_classes, int(labels.max()) + 1)
-    return torch.stack(tensors), labels, [rel for _, _, rel in entries], num_classes
-
-
-# ---------------------------------------------------------------------------------------------------------
-
-
-def resolve_device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
 
 
 def _init_distributed(device: str) -> tuple[int, int, str]:
@@ -159,8 +73,10 @@ def _init_distributed(device: str) -> tuple[int, int, str]:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..nets import load_checkpoint, save_checkpoint
-    from ..train import TrainRecipe, dataset_fingerprint, fit, make_spec
+    from ..nets import load_checkpoint, make_spec, save_checkpoint
+    from ..sources import load_labelled
+    from ..train import TrainRecipe, dataset_fingerprint, fit
+    from ..zoo import resolve_device
 
     out = Path(args.out)
     if out.suffix != ".safetensors":
@@ -181,14 +97,16 @@ def run(args: argparse.Namespace) -> int:
     if recipe.mode == "distill" and not args.teacher:
         raise ConfigError("--mode distill needs --teacher CHECKPOINT")
 
-    rank, world, device = _init_distributed(resolve_device(args.device))
+    rank, world, device = _init_distributed(str(resolve_device(args.device)))
     try:
-        images, labels, _, num_classes = read_dataset(args.data, size=args.size)
-        test_source = args.test or ("fashion-mnist-test" if args.data.startswith("fashion-mnist") else None)
+        data = load_labelled(args.data, size=args.size)
+        images, labels = data.images, data.labels
+        num_classes = max(len(data.classes), int(labels.max()) + 1)
+        test_source = args.test or ("fashion-mnist:test" if args.data.startswith("fashion-mnist") else None)
         test = None
         if test_source:
-            test_images, test_labels, _, _ = read_dataset(test_source, size=args.size or images.shape[-1])
-            test = (test_images, test_labels)
+            held = load_labelled(test_source, size=args.size or images.shape[-1], channels=images.shape[1])
+            test = (held.images, held.labels)
         teacher = None
         if args.teacher:
             teacher = load_checkpoint(args.teacher)[0].to(device)

@@ -30,20 +30,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def resolve_device(name: str) -> str:
-    """``auto`` -> ``cuda`` when available, else ``cpu`` (resolved once, here in the CLI)."""
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
-
-
 def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
     from pathlib import Path
 
-    from ..train import MARKER_RECIPE, train_fmnist_marker
+    from ..zoo import MARKER_RECIPE, resolve_device, train_fmnist_marker
 
     out = Path(args.out)
     if out.suffix != ".safetensors":

@@ -30,7 +30,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -38,9 +37,10 @@ from ..errors import ConfigError, DatasetError
 from ..key import Key
 from ..marker import Marker
 from ..nets import state_dict_sha256
-from ._common import ClassMap, as_float_images, model_device, resize, resolve_class_map
+from .common import ClassMap, as_float_images, model_device, resize, resolve_class_map
+from .null import with_null_trials
 from .verdict import Verdict
-from .white_box import WhiteboxParts, null_seeds, null_trial_summary, random_key, verdict_from_parts
+from .white_box import WhiteboxParts, verdict_from_parts
 
 __all__ = ["gradient_rows", "gradient_whitebox", "SCORES", "IMAGE_SETS"]
 
@@ -193,15 +193,6 @@ def gradient_whitebox(
         model_sha256=state_dict_sha256(model),
     )
     verdict = replace(verdict_from_parts(parts, key, alpha=alpha), test="whitebox-gradient")
-    if null_trials > 0:
-        seeds = null_seeds(null_trials, null_seed)
-        null = [verdict_from_parts(parts, random_key(key, s), alpha=alpha).log10_p for s in seeds]
-        verdict = verdict.with_null_trials(null_trial_summary(verdict.log10_p, null, seeds, alpha))
-    return verdict
-
-
-def null_log10_ps(rows: torch.Tensor, key: Key, pairs: Sequence[tuple[int, int]], keys: int, seed: int = 0) -> np.ndarray:
-    """log10 p of the test for ``keys`` random keys against fixed key-independent rows (calibration)."""
-    parts = WhiteboxParts(rows=rows, pairs=tuple(pairs), alignment={}, counts={}, model_sha256=None)
-    return np.array([verdict_from_parts(parts, random_key(key, s)).log10_p for s in null_seeds(keys, seed)])
+    return with_null_trials(verdict, key, null_trials, null_seed,
+                            lambda other: verdict_from_parts(parts, other, alpha=alpha).log10_p)
 

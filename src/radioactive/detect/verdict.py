@@ -6,6 +6,8 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ..errors import ConfigError
+
 __all__ = ["ClassScore", "Verdict", "format_p"]
 
 
@@ -90,7 +92,7 @@ class Verdict:
 
     def __post_init__(self) -> None:
         if not 0 < self.alpha < 1:
-            raise ValueError(f"alpha must be in (0, 1), got {self.alpha}")
+            raise ConfigError(f"alpha must be in (0, 1), got {self.alpha}")
         if math.isnan(self.log10_p) or self.log10_p > 1e-9:
             raise ValueError(f"log10_p must be <= 0, got {self.log10_p}")
         object.__setattr__(self, "classes", tuple(self.classes))

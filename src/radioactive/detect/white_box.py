@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import secrets
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,16 +22,17 @@ from torch import nn
 
 from .. import stats
 from ..errors import ConfigError, DatasetError, HeadResolutionError
-from ..key import Key, _seed_generator, random_carriers
+from ..key import Key
 from ..marker import Marker
 from ..nets import split_head, state_dict_sha256
-from ._common import ClassMap, iter_batches, log10, model_device, resize, resolve_class_map, z_of
+from .common import ClassMap, iter_batches, log10, model_device, resize, resolve_class_map, z_of
+from .null import with_null_trials
+from .settings import ALIGNMENTS, WhiteboxSettings, check_choice
 from .verdict import ClassScore, Verdict
 
-__all__ = ["align", "whitebox", "WhiteboxParts", "score_rows", "random_key"]
+__all__ = ["align", "whitebox", "WhiteboxParts", "prepare", "score_rows", "verdict_from_parts"]
 
 log = logging.getLogger(__name__)
-ALIGNMENTS = ("auto", "lstsq", "identity")
 
 
 def align(marker_features: torch.Tensor, suspect_features: torch.Tensor) -> tuple[torch.Tensor, float]:
@@ -48,7 +48,8 @@ def align(marker_features: torch.Tensor, suspect_features: torch.Tensor) -> tupl
     f_m = marker_features.detach().to("cpu", torch.float64)
     f_s = suspect_features.detach().to("cpu", torch.float64)
     if f_m.shape[0] != f_s.shape[0]:
-        raise ValueError(f"feature rows differ: {f_m.shape[0]} marker vs {f_s.shape[0]} suspect")
+        raise DatasetError(f"feature rows differ: {f_m.shape[0]} marker vs {f_s.shape[0]} suspect; give both networks' "
+                           "features of the same images")
     mapping = torch.linalg.lstsq(f_m, f_s, driver="gelsd").solution  # (d, d')
     return mapping, r_squared(f_m @ mapping, f_s)
 
@@ -58,12 +59,6 @@ def r_squared(predicted: torch.Tensor, target: torch.Tensor) -> float:
     total = float(((target - target.mean(dim=0)) ** 2).sum())
     residual = float(((target - predicted.to(torch.float64)) ** 2).sum())
     return 1.0 - residual / total if total > 0 else (1.0 if residual == 0 else -math.inf)
-
-
-def random_key(key: Key, seed: int) -> Key:
-    """A fresh key drawn exactly like ``key`` (same marker, same carrier space), from ``seed``."""
-    carriers = random_carriers(key.num_classes, key.feature_dim, _seed_generator(seed, "carriers"), key.basis)
-    return Key(carriers=carriers, marker=key.marker, seed=seed, space=key.space, basis=key.basis)
 
 
 @dataclass(frozen=True)
@@ -177,8 +172,7 @@ def prepare(
     hash_model: bool = True,
 ) -> WhiteboxParts:
     """The key-independent part of :func:`whitebox` (features, alignment, mapped rows)."""
-    if alignment not in ALIGNMENTS:
-        raise ConfigError(f"unknown alignment {alignment!r}; choose from {list(ALIGNMENTS)}")
+    check_choice("alignment", alignment, ALIGNMENTS)
     key.check_marker(marker.info)
     if marked is not None:
         flags = torch.as_tensor(marked, dtype=torch.bool)
@@ -265,73 +259,40 @@ def verdict_from_parts(parts: WhiteboxParts, key: Key, *, alpha: float = 0.05) -
     )
 
 
-def null_trial_summary(real_log10_p: float, null_log10_ps: Sequence[float], seeds: Sequence[int], alpha: float) -> dict:
-    null = np.asarray(null_log10_ps, dtype=np.float64)
-    rank = 1 + int((null <= real_log10_p).sum())
-    return {
-        "trials": len(null),
-        "rank": rank,
-        "empirical_p": rank / (len(null) + 1),
-        "null_log10_p": null.tolist(),
-        "null_fraction_below_alpha": float((null <= math.log10(alpha)).mean()) if len(null) else float("nan"),
-        "seeds": list(seeds),
-    }
-
-
-def null_seeds(trials: int, seed: int | None) -> list[int]:
-    generator = np.random.default_rng(secrets.randbits(63) if seed is None else seed)
-    return [int(s) for s in generator.integers(0, 2**63 - 1, size=trials)]
-
-
 def whitebox(
     model: nn.Module,
     key: Key,
     reference: Any,
     *,
     marker: Marker,
-    head: str | None = None,
-    batch_size: int = 256,
-    alignment: str = "auto",
-    class_map: ClassMap = None,
-    alpha: float = 0.05,
+    settings: WhiteboxSettings | None = None,
     marked: Sequence[bool] | torch.Tensor | None = None,
-    allow_marked: bool = False,
-    input_size: tuple[int, int] | None = None,
-    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    null_trials: int = 0,
-    null_seed: int | None = None,
 ) -> Verdict:
     """Test whether ``model``'s classifier is aligned with the key's carriers.
 
     Args:
-        model: the suspect, any classifier taking [0, 1] images (see ``input_size``/``transform``).
+        model: the suspect, any classifier taking [0, 1] images (see ``settings.input_size``/``transform``).
         key: the secret key.
         reference: clean held-out images never published: a tensor ``(N, c, H, W)`` (uint8 or float in
             [0, 1]), an ``(images, labels)`` tuple, or an iterable of batches.
         marker: the marking network the key belongs to.
-        head: dotted name of the suspect's final linear layer (found automatically otherwise).
-        batch_size: images per forward pass.
-        alignment: ``auto`` (identity when the suspect shares the marker's feature space, least squares
-            otherwise), ``lstsq`` or ``identity``.
-        class_map: ``{key class: suspect output}`` to test a subset of classes (when the suspect's number of
-            outputs differs from the key's).
-        alpha: significance level of the decision.
-        marked: per reference image, whether a manifest says it is marked (refused unless ``allow_marked``).
-        input_size: resize images to this size for the suspect (default: as given).
-        transform: applied to image batches before the suspect (e.g. its own normalisation).
-        null_trials: also score this many fresh random keys against the same suspect (cheap: only the
-            carriers change) and report where the real key's p-value falls among them.
-        null_seed: seed of the random keys (default: from the OS, recorded in the result).
+        settings: :class:`WhiteboxSettings` (head, alignment, class map, null trials, ...); default
+            ``WhiteboxSettings()``.
+        marked: per reference image, whether a manifest says it is marked (refused unless
+            ``settings.allow_marked``).
 
     Returns:
         a :class:`Verdict` with per-class cosines and p-values; test ``"whitebox"``.
+
+    Examples:
+        >>> verdict = whitebox(suspect, key, reference, marker=marker,
+        ...                    settings=WhiteboxSettings(null_trials=100, null_seed=0))  # doctest: +SKIP
     """
-    parts = prepare(model, key, reference, marker=marker, head=head, batch_size=batch_size, alignment=alignment,
-                    class_map=class_map, marked=marked, allow_marked=allow_marked, input_size=input_size,
-                    transform=transform)
-    verdict = verdict_from_parts(parts, key, alpha=alpha)
-    if null_trials > 0:
-        seeds = null_seeds(null_trials, null_seed)
-        null = [verdict_from_parts(parts, random_key(key, s), alpha=alpha).log10_p for s in seeds]
-        verdict = verdict.with_null_trials(null_trial_summary(verdict.log10_p, null, seeds, alpha))
-    return verdict
+    settings = settings if settings is not None else WhiteboxSettings()
+    parts = prepare(model, key, reference, marker=marker, head=settings.head, batch_size=settings.batch_size,
+                    alignment=settings.alignment, class_map=settings.class_map, marked=marked,
+                    allow_marked=settings.allow_marked, input_size=settings.input_size,
+                    transform=settings.transform)
+    verdict = verdict_from_parts(parts, key, alpha=settings.alpha)
+    return with_null_trials(verdict, key, settings.null_trials, settings.null_seed,
+                            lambda other: verdict_from_parts(parts, other, alpha=settings.alpha).log10_p)

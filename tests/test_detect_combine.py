@@ -1,4 +1,4 @@
-"""Exact stratified permutation combination of black-box statistics: brute force, calibration, best case."""
+"""Combinations of black-box statistics; the exact stratified permutation test: brute force, calibration, best case."""
 
 from __future__ import annotations
 
@@ -7,8 +7,13 @@ import math
 
 import numpy as np
 
-from radioactive.detect.black_box import Observations
-from radioactive.detect.exact import exact_verdict, permutation_sum_log_p
+from radioactive.detect.combine import (
+    COMBINATIONS,
+    exact_verdict,
+    permutation_sum_log_p,
+    verdict_from_observations,
+)
+from radioactive.detect.observations import Observations
 
 
 def test_matches_brute_force():
@@ -45,8 +50,6 @@ def test_best_case_and_verdict():
 
 
 def test_black_box_dispatches_perm():
-    from radioactive.detect.black_box import COMBINATIONS, verdict_from_observations
-
     assert "perm" in COMBINATIONS
     values = np.random.default_rng(2).normal(size=(21, 10))
     obs = Observations(pairs=tuple((k, k) for k in range(10)), counts=np.full(10, 5), suspect={"margin": values},

@@ -1,4 +1,4 @@
-"""Helpers shared by the detectors: image batches, class mapping, model identity."""
+"""Helpers shared by the detectors: image batches, resizing, class mapping, p-value conversions."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import stats
-from ..errors import KeyMismatchError
+from ..errors import ConfigError, DatasetError, KeyMismatchError
 
 ClassMap = Mapping[int, int] | Sequence[tuple[int, int]] | None
 
@@ -21,11 +21,11 @@ def as_float_images(images: torch.Tensor) -> torch.Tensor:
     if not isinstance(images, torch.Tensor):
         raise TypeError(f"images must be a torch.Tensor (N, c, H, W), got {type(images).__name__}")
     if images.dim() != 4:
-        raise ValueError(f"images must have shape (N, c, H, W), got {tuple(images.shape)}")
+        raise DatasetError(f"images must have shape (N, c, H, W), got {tuple(images.shape)}")
     if images.dtype == torch.uint8:
         return images.float() / 255.0
     if not images.dtype.is_floating_point:
-        raise ValueError(f"images must be uint8 or floating point, got {images.dtype}")
+        raise DatasetError(f"images must be uint8 or floating point in [0, 1], got {images.dtype}")
     return images.float()
 
 
@@ -71,7 +71,7 @@ def resolve_class_map(num_key_classes: int, num_outputs: int, class_map: ClassMa
         return [(k, k) for k in range(num_key_classes)]
     pairs = list(class_map.items()) if isinstance(class_map, Mapping) else [tuple(p) for p in class_map]
     if not pairs:
-        raise ValueError("class_map is empty; map at least one key class to a suspect output")
+        raise ConfigError("class_map is empty; map at least one key class to a suspect output")
     seen_k, seen_o = set(), set()
     for key_class, output in pairs:
         if not 0 <= int(key_class) < num_key_classes:
@@ -79,7 +79,8 @@ def resolve_class_map(num_key_classes: int, num_outputs: int, class_map: ClassMa
         if not 0 <= int(output) < num_outputs:
             raise KeyMismatchError(f"class_map names output {output}, but the suspect has outputs 0..{num_outputs - 1}")
         if key_class in seen_k or output in seen_o:
-            raise ValueError(f"class_map maps a class or an output twice: {pairs}")
+            raise ConfigError(f"class_map maps a class or an output twice: {pairs}; map each key class to one "
+                              "output of its own")
         seen_k.add(key_class)
         seen_o.add(output)
     return sorted((int(k), int(o)) for k, o in pairs)
@@ -95,7 +96,7 @@ def parse_class_map(text: str | None) -> list[tuple[int, int]] | None:
             key_class, output = item.split(":")
             pairs.append((int(key_class), int(output)))
         except ValueError:
-            raise ValueError(f"bad class map entry {item!r}; write key_class:output pairs, e.g. 0:0,2:1") from None
+            raise ConfigError(f"bad class map entry {item!r}; write key_class:output pairs, e.g. 0:0,2:1") from None
     return pairs
 
 

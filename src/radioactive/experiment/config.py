@@ -1,0 +1,253 @@
+"""An experiment's configuration: the grid (fractions x training settings x seeds) and its shared settings.
+
+Frozen dataclasses validated when made; files (TOML, YAML) only at the edge (:func:`load_config`). The
+``to_dict()`` of each is what run ids hash (:mod:`radioactive.experiment.run`): a field added, renamed or
+given another default changes every run id and orphans committed records (``tests/test_grid_ids.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..detect.settings import COMBINATIONS, STATISTICS
+from ..errors import ConfigError
+from ..mark import MarkConfig
+from ..train import MODES, TrainRecipe
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+__all__ = [
+    "TESTS",
+    "ModelSetting",
+    "DetectSettings",
+    "ExperimentConfig",
+    "load_config",
+    "config_from_dict",
+    "replace_config",
+]
+
+TESTS = ("whitebox", "gradient", "blackbox", "published")
+
+
+@dataclass(frozen=True)
+class ModelSetting:
+    """How the simulated trainer trains: ``mode`` and ``arch``; ``init`` is the network that ``finetune``,
+    ``linear_probe`` and ``distill`` (teacher) start from: ``marker`` or a checkpoint path."""
+
+    mode: str = "scratch"
+    arch: str = "cnn"
+    init: str = ""
+    name: str = ""
+    recipe: dict[str, Any] = field(default_factory=dict)
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ConfigError(f"unknown training mode {self.mode!r}; choose from {list(MODES)}")
+        if self.mode in ("finetune", "linear_probe", "distill") and not self.init:
+            object.__setattr__(self, "init", "marker")
+        if not self.name:
+            label = f"{self.mode}-{self.arch}" if self.mode in ("scratch", "distill") else f"{self.mode}-{self.init}"
+            object.__setattr__(self, "name", label)
+        TrainRecipe.from_dict({**self.recipe, "mode": self.mode})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class DetectSettings:
+    """Which tests run and how. ``reference_images`` (white-box) and ``probes`` (black-box, fresh clean
+    images) come from the held-out split, disjoint. ``reference_model``: train a clean model (``reference_arch``)
+    for the black-box difference in differences.
+
+    ``tests``: ``whitebox`` (the paper's test: least-squares alignment, cosine of each row with its carrier),
+    ``gradient`` (:func:`radioactive.detect.gradient.gradient_whitebox` on the reference images, exact) and
+    ``blackbox`` (``statistic`` and ``combine``). ``blackbox_variants`` (``"loss:perm"``, ...) are more
+    black-box tests computed from the same observations, recorded as ``blackbox-<statistic>-<combine>``: they
+    cost no extra marking or queries. ``gradient_reference_images`` > 0 runs the gradient test on the first
+    that many reference images only (it costs one suspect backward and one marker JVP per image and class).
+
+    ``published``: the black-box test on *published* probes — up to ``published_probes`` images per class of the
+    smallest non-zero fraction's marked subset (published in every marked run, since subsets are nested), as
+    published, against K control-marked twins of their originals made with the same augmentation streams;
+    the same statistic and variants as ``blackbox``, recorded as ``published`` and ``published-<stat>-<combine>``.
+    On a 0 % run the same images were seen clean, never marked: the test is then a calibration check."""
+
+    tests: tuple[str, ...] = ("whitebox", "blackbox")
+    reference_images: int = 1000
+    probes: int = 500
+    num_controls: int = 9
+    statistic: str = "margin"
+    combine: str = "rank"
+    blackbox_variants: tuple[str, ...] = ()
+    gradient_images: str = "all"
+    gradient_reference_images: int = 0
+    published_probes: int = 50
+    reference_model: bool = True
+    reference_arch: str = "cnn"
+    alpha: float = 0.05
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tests", tuple(self.tests))
+        bad = [t for t in self.tests if t not in TESTS]
+        if bad:
+            raise ConfigError(f"unknown tests {bad}; choose from {list(TESTS)}")
+        if self.reference_images < 1 or self.probes < 1 or self.num_controls < 1:
+            raise ConfigError("reference_images, probes and num_controls must be >= 1")
+        if not 0 < self.alpha < 1:
+            raise ConfigError(f"alpha must be in (0, 1), got {self.alpha}")
+        object.__setattr__(self, "blackbox_variants", tuple(self.blackbox_variants))
+        for variant in ((f"{self.statistic}:{self.combine}",) + self.blackbox_variants):
+            statistic, _, combine = variant.partition(":")
+            if statistic not in STATISTICS or combine not in COMBINATIONS:
+                raise ConfigError(f"black-box variant {variant!r} must be 'statistic:combine' with statistic in "
+                                  f"{list(STATISTICS)} and combine in {list(COMBINATIONS)}")
+        if self.gradient_images not in ("own", "all"):
+            raise ConfigError(f"gradient_images must be 'own' or 'all', got {self.gradient_images!r}")
+
+    def variant_names(self, prefix: str = "blackbox") -> list[tuple[str, str, str]]:
+        """(record name, statistic, combine) of every black-box test: the main one first."""
+        out = [(prefix, self.statistic, self.combine)]
+        for variant in self.blackbox_variants:
+            statistic, _, combine = variant.partition(":")
+            out.append((f"{prefix}-{statistic}-{combine}", statistic, combine))
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["tests"] = list(self.tests)
+        out["blackbox_variants"] = list(self.blackbox_variants)
+        return out
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """A grid: ``fractions`` x ``models`` x ``seeds`` with shared marking, training and detection settings.
+
+    ``dataset`` is ``fashion-mnist`` (its ``owner`` split is published, its ``holdout`` split gives the
+    references and probes) or a class-subfolder folder (then ``test`` names the test folder and ``holdout``
+    clean images are kept aside, never published, for references and probes). ``marker`` is ``default`` (the
+    Fashion-MNIST marker shipped with the package) or a checkpoint; ``marker_arch`` builds a torchvision
+    marker (``torchvision:resnet18``) with weights from ``marker``. ``train_images`` > 0 keeps only that many
+    training images (quick runs and tests).
+    """
+
+    name: str = "experiment"
+    dataset: str = "fashion-mnist"
+    test: str = ""
+    holdout: int = 5000
+    image_size: int = 0
+    train_images: int = 0
+    marker: str = "default"
+    marker_arch: str = ""
+    key_space: str = "full"
+    fractions: tuple[float, ...] = (0.0, 0.1)
+    seeds: tuple[int, ...] = (0,)
+    models: tuple[ModelSetting, ...] = (ModelSetting(),)
+    mark: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
+    detect: DetectSettings = DetectSettings()
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "fractions", tuple(float(f) for f in self.fractions))
+        object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
+        object.__setattr__(self, "models", tuple(
+            m if isinstance(m, ModelSetting) else ModelSetting(**m) for m in self.models))
+        if isinstance(self.detect, dict):
+            object.__setattr__(self, "detect", DetectSettings(**self.detect))
+        bad = [f for f in self.fractions if not 0 <= f <= 1]
+        if bad:
+            raise ConfigError(f"fractions must lie in [0, 1] (0.05 for 5 %), got {bad}")
+        if not self.fractions or not self.seeds or not self.models:
+            raise ConfigError("an experiment needs at least one fraction, one seed and one model setting")
+        if self.key_space not in ("full", "neutral"):
+            raise ConfigError(f"unknown key_space {self.key_space!r}; choose from ['full', 'neutral']")
+        names = [m.name for m in self.models]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"model settings need distinct names, got {names}")
+        self.mark_config()
+        TrainRecipe.from_dict(dict(self.train))
+
+    def mark_config(self) -> MarkConfig:
+        """The marking settings (``mark``) as a validated :class:`radioactive.MarkConfig`."""
+        return MarkConfig.from_dict(dict(self.mark))
+
+    def recipe(self, model: ModelSetting) -> TrainRecipe:
+        """The training recipe of ``model``: the shared ``train`` settings, then the model's own."""
+        return TrainRecipe.from_dict({**self.train, **model.recipe, "mode": model.mode})
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["fractions"] = list(self.fractions)
+        out["seeds"] = list(self.seeds)
+        out["models"] = [m.to_dict() for m in self.models]
+        out["detect"] = self.detect.to_dict()
+        return out
+
+
+_TOP_LEVEL = set(ExperimentConfig.__dataclass_fields__) | {"modes", "archs"}
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
+    """Read an experiment from TOML (``.toml``) or YAML (``.yaml``/``.yml``); ``overrides`` replace top-level
+    settings (the command line's ``--device``).
+
+    ``models`` is a list of tables (``mode``, ``arch``, ``init``, ``name``, ``recipe``); instead, ``modes`` and
+    ``archs`` lists give their cartesian product.
+
+    Raises:
+        ConfigError: a missing or unparsable file, another suffix, or an invalid setting.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"experiment file {str(path)!r} does not exist; give the path of a .toml or .yaml file "
+                          "(examples in configs/)")
+    if path.suffix not in (".toml", ".yaml", ".yml"):
+        raise ConfigError(f"experiment file must be .toml, .yaml or .yml, got {str(path)!r}")
+    try:
+        text = path.read_text()
+        data = tomllib.loads(text) if path.suffix == ".toml" else (yaml.safe_load(text) or {})
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot parse {str(path)!r}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{str(path)!r} must hold a table of settings, got {type(data).__name__}")
+    return config_from_dict({**data, **(overrides or {})})
+
+
+def config_from_dict(data: dict[str, Any]) -> ExperimentConfig:
+    """An :class:`ExperimentConfig` from a dict as :func:`load_config` reads it (``modes``/``archs`` allowed).
+
+    Raises:
+        ConfigError: unknown or invalid settings, naming the valid ones.
+    """
+    unknown = set(data) - _TOP_LEVEL
+    if unknown:
+        raise ConfigError(f"unknown experiment settings {sorted(unknown)}; valid: {sorted(_TOP_LEVEL)}")
+    data = dict(data)
+    modes, archs = data.pop("modes", None), data.pop("archs", None)
+    if modes or archs:
+        if "models" in data:
+            raise ConfigError("give either 'models' or 'modes'/'archs', not both")
+        data["models"] = [{"mode": m, "arch": a} for m in (modes or ["scratch"]) for a in (archs or ["cnn"])]
+    try:
+        if "models" in data:
+            data["models"] = [m if isinstance(m, ModelSetting) else ModelSetting(**m) for m in data["models"]]
+        if isinstance(data.get("detect"), dict):
+            data["detect"] = DetectSettings(**data["detect"])
+        return ExperimentConfig(**data)
+    except TypeError as exc:
+        raise ConfigError(f"invalid experiment setting: {exc}") from exc
+
+
+def replace_config(config: ExperimentConfig, **changes: Any) -> ExperimentConfig:
+    """``dataclasses.replace`` for experiment configs (re-validated)."""
+    return replace(config, **changes)
