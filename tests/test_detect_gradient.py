@@ -9,7 +9,8 @@ import pytest
 import torch
 from calibration import assert_rate_within
 
-from radioactive import Key, Marker, NetSpec
+from radioactive import Key, Marker
+from radioactive.nets import NetSpec
 from radioactive.detect.gradient import gradient_whitebox
 from radioactive.errors import DatasetError
 from radioactive.nets import build_from_spec

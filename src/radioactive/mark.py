@@ -229,8 +229,8 @@ def mark(
 
     Examples:
         >>> import torch
-        >>> from radioactive import Marker, NetSpec
-        >>> from radioactive.nets import build_from_spec
+        >>> from radioactive import Marker
+        >>> from radioactive.nets import NetSpec, build_from_spec
         >>> spec = NetSpec("cnn", 4, input_size=(16, 16), kwargs={"width": 4, "feature_dim": 8})
         >>> marker = Marker.from_model(build_from_spec(spec), spec)
         >>> carriers = torch.nn.functional.normalize(torch.randn(4, 8, dtype=torch.float64), dim=1)
