@@ -1,7 +1,7 @@
 """Fuzz the four parsers of untrusted input with hypothesis, >= 10,000 cases each, and write JSON.
 
 A crash is any exception other than a ``radioactive.errors`` type (or a failed output invariant). Targets and
-strategies live in tests/fuzz_targets.py (the test suite runs a short version of the same).
+strategies live in tests/helpers/fuzz_targets.py (the test suite runs a short version of the same).
 
     flock /tmp/radioactive-heavy.lock .venv/bin/python benchmarks/bench_fuzz.py --cases 10000
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-from fuzz_targets import TARGETS  # noqa: E402
+from helpers.fuzz_targets import TARGETS  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 
 from radioactive._io import atomic_write_json, versions  # noqa: E402

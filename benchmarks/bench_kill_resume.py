@@ -17,7 +17,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-from kill_resume import command, make_setup, trial  # noqa: E402
+from helpers.kill_resume import command, make_setup, trial  # noqa: E402
 
 from radioactive._io import atomic_write_json, versions  # noqa: E402
 

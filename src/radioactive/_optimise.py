@@ -4,6 +4,10 @@ through a private, batch-norm-fused copy, the projected Adam loop, the 8-bit fix
 The caller's marker is never touched: the features run on a deep copy (eval mode, frozen, channels-last),
 cached per marker model and rebuilt whenever what it was built from changes (the weights' hash, their
 device and dtype, the head).
+
+The step loop never waits for the device: nothing in it reads a tensor's value on the host, and on an
+accelerator the augmentations' random parameters are turned into device tensors before the loop
+(:func:`radioactive._device.step_augmentations`). On CPU the loop runs as it always has (same bytes).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from ._device import StepAugment, autocast_for
 from .augment import Augmentation, resize_to
 from .nets import FeatureSplit
 
@@ -33,6 +38,7 @@ class StepSettings(Protocol):
     lambda_img: float
     lambda_class: float
     round_every: int
+    precision: str
 
 
 # marker model -> (signature it was built for, feature function of a private copy). Weak: a marker that is
@@ -63,15 +69,12 @@ def feature_function(marker: Any, channels: int, weights_sha256: str) -> Feature
 
 
 def _frozen_copy(model: nn.Module) -> nn.Module:
-    """A deep copy in eval mode, without gradients; on CPU in channels-last memory format (same maths,
-    faster convolutions)."""
+    """A deep copy in eval mode, without gradients, in channels-last memory format (same maths, faster
+    convolutions on CPU, and the layout tensor cores take on GPUs)."""
     twin = copy.deepcopy(model).eval()
     for param in twin.parameters():
         param.requires_grad_(False)
-    param = next(twin.parameters(), None)
-    if param is not None and param.device.type == "cpu":
-        twin.to(memory_format=torch.channels_last)
-    return twin
+    return twin.to(memory_format=torch.channels_last)
 
 
 def _private_features(marker: Any, channels: int) -> Features | None:
@@ -145,13 +148,21 @@ def finish(x0_int: torch.Tensor, delta: torch.Tensor, eps_int: int, max_sq: torc
 
 
 def optimise(
-    features: Features, augmentation: Augmentation, x0: torch.Tensor, u: torch.Tensor,
-    uniforms: torch.Tensor, config: StepSettings, eps_int: int, max_sq_int: torch.Tensor, input_size: tuple[int, int],
-    avoid: torch.Tensor | None = None,
+    features: Features, augment: StepAugment, x0: torch.Tensor, u: torch.Tensor, config: StepSettings,
+    eps_int: int, max_sq_int: torch.Tensor, input_size: tuple[int, int], avoid: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The perturbation ``(B, c, H, W)`` after ``config.steps`` projected Adam steps on the marking loss."""
+    """The perturbation ``(B, c, H, W)`` after ``config.steps`` projected Adam steps on the marking loss.
+
+    Every tensor stays on ``x0``'s device and nothing in the loop reads a value back to the host, so on an
+    accelerator the steps are queued without waiting. The marking network runs in ``config.precision``
+    (bf16: autocast, its features cast back); the image, the loss, Adam and the projection stay in
+    ``x0``'s dtype.
+    """
+    precision = getattr(config, "precision", "fp32")
     with torch.no_grad():
-        clean = features(resize_to(x0, input_size))  # (B, d)
+        start = resize_to(x0, input_size)
+        with autocast_for(precision, x0.device):
+            clean = features(start).to(x0.dtype)  # (B, d)
     eps = eps_int / 255
     # Leave room for the rounding noise so the final fix-up rarely has to shrink anything.
     radius = (max_sq_int.sqrt() / 255 * 0.97).view(-1, 1, 1, 1)
@@ -161,7 +172,10 @@ def optimise(
     beta1, beta2 = 0.9, 0.999
     for step in range(config.steps):
         delta.requires_grad_(True)
-        shifted = features(augmentation(x0 + delta, uniforms[step])) - clean  # (B, d)
+        view = augment(x0 + delta, step)  # the image side stays in x0's dtype
+        with autocast_for(precision, x0.device):
+            feats = features(view)
+        shifted = feats.to(x0.dtype) - clean  # (B, d)
         loss = -(shifted * u).sum() + config.lambda_ft * shifted.norm(dim=1).sum()
         if config.lambda_img:
             loss = loss + config.lambda_img * delta.pow(2).sum()

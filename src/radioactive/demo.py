@@ -22,6 +22,7 @@ import torch
 from ._io import atomic_write, atomic_write_bytes, atomic_write_json
 from .experiment import Context, ExperimentConfig, RunSpec, config_from_dict, run_one
 from .experiment.context import Splits
+from .experiment.run import check_architectures
 from .marker import Marker
 from .nets import save_checkpoint
 from .report import write_report
@@ -209,6 +210,7 @@ def run_demo(
     ones, as in :func:`radioactive.experiment.run_experiment`."""
     start = time.perf_counter()
     config = config or demo_config()
+    check_architectures(config)  # a misspelt --arch must fail now, not after minutes of marking
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     say = progress or (lambda _line: None)

@@ -83,7 +83,11 @@ class Endpoint:
         if encoding not in ("png", "list"):
             raise EndpointError(f"unknown encoding {encoding!r}; choose from ['png', 'list']")
         if timeout <= 0 or (deadline is not None and deadline <= 0) or retries < 0 or batch_size < 1 or max_response_bytes < 1:
-            raise EndpointError("need timeout > 0, deadline > 0, retries >= 0, batch_size >= 1 and max_response_bytes >= 1")
+            raise EndpointError(
+                "need timeout > 0, deadline > 0, retries >= 0, batch_size >= 1 and max_response_bytes >= 1 "
+                f"(command line: --endpoint-timeout, --endpoint-retries, --endpoint-max-bytes); got timeout={timeout}, "
+                f"deadline={deadline}, retries={retries}, batch_size={batch_size}, max_response_bytes={max_response_bytes}"
+            )
         if max_rate is not None and max_rate <= 0:
             raise EndpointError(f"max_rate must be > 0 requests per second, got {max_rate}")
         self.url = url

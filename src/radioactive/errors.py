@@ -15,6 +15,9 @@ __all__ = [
     "LockError",
     "OutputWriteError",
     "ConfigError",
+    "OutputExistsError",
+    "MissingDependencyError",
+    "TrainingDivergedError",
 ]
 
 
@@ -64,3 +67,15 @@ class OutputWriteError(RadioactiveError, OSError):
 
 class ConfigError(RadioactiveError, ValueError):
     """An invalid configuration value or file."""
+
+
+class OutputExistsError(OutputWriteError, FileExistsError):
+    """An output that is never overwritten (a key file) already exists."""
+
+
+class MissingDependencyError(RadioactiveError, ImportError):
+    """An optional dependency a requested feature needs (timm for ``timm:<arch>``) is not installed."""
+
+
+class TrainingDivergedError(RadioactiveError, FloatingPointError):
+    """Training produced a non-finite loss (typically a learning rate too high for the data)."""

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from ._io import atomic_write
-from .errors import KeyFileError, KeyMismatchError
+from .errors import ConfigError, KeyFileError, KeyMismatchError, OutputExistsError
 from .nets import NetSpec
 
 __all__ = ["Key", "MarkerInfo", "random_carriers", "random_key"]
@@ -73,7 +73,7 @@ def _complement_basis(head_weight: torch.Tensor) -> torch.Tensor:
     weight = head_weight.to(torch.float64)
     num_rows, dim = weight.shape
     if num_rows >= dim:
-        raise ValueError(
+        raise ConfigError(
             f"class-neutral carriers need fewer classes ({num_rows}) than feature dimensions ({dim}); use space='full'"
         )
     _, singular, vh = torch.linalg.svd(weight, full_matrices=True)
@@ -148,12 +148,12 @@ class Key:
                 needs ``head_weight`` ``(C, d)``).
         """
         if space not in CARRIER_SPACES:
-            raise ValueError(f"unknown carrier space {space!r}; choose from {list(CARRIER_SPACES)}")
+            raise ConfigError(f"unknown carrier space {space!r}; choose from {list(CARRIER_SPACES)}")
         seed = secrets.randbits(63) if seed is None else int(seed)
         basis = None
         if space == "neutral":
             if head_weight is None:
-                raise ValueError("space='neutral' needs the marker's head weight (C, d)")
+                raise ConfigError("space='neutral' needs the marker's head weight (C, d): pass head_weight=, or use space='full'")
             basis = _complement_basis(head_weight)
         carriers = random_carriers(marker.spec.num_classes, marker.feature_dim, _seed_generator(seed, "carriers"), basis)
         return cls(carriers=carriers, marker=marker, seed=seed, space=space, basis=basis)
@@ -235,7 +235,8 @@ class Key:
 
         path = Path(path)
         if path.exists():
-            raise FileExistsError(f"key file {str(path)!r} already exists; keys are never overwritten")
+            raise OutputExistsError(f"key file {str(path)!r} already exists; keys are never overwritten: choose another "
+                                    "path (or delete the old key if you are sure it marked nothing)")
         tensors = {"carriers": self.carriers.contiguous()}
         if self.basis is not None:
             tensors["basis"] = self.basis.contiguous()
@@ -255,7 +256,8 @@ class Key:
 
         path = Path(path)
         if not path.is_file():
-            raise KeyFileError(f"key file {str(path)!r} does not exist")
+            problem = "does not exist (that path is a folder)" if path.is_dir() else "does not exist"
+            raise KeyFileError(f"key file {str(path)!r} {problem}; give the file written by 'radioactive keygen --out'")
         mode = stat.S_IMODE(path.stat().st_mode)
         if mode & 0o077:
             warnings.warn(
@@ -283,7 +285,8 @@ class Key:
             raise KeyFileError(f"key file {str(path)!r} fails its integrity check: {exc}") from None
         except Exception as exc:
             raise KeyFileError(
-                f"key file {str(path)!r} is unreadable or malformed ({type(exc).__name__}); it may be truncated"
+                f"key file {str(path)!r} is unreadable or malformed ({type(exc).__name__}); it may be truncated: "
+                "give the file written by 'radioactive keygen' (or a backup of it)"
             ) from None
         if key._digest() != recorded:
             raise KeyFileError(

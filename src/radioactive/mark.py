@@ -13,6 +13,10 @@ returned image meets it exactly as it will be saved.
 All images of a call are optimised together (in chunks of ``batch_size``); the marker's weights get no
 gradients. Each image's augmentations come from its own random stream, so an image's result does not depend
 on which other images share its batch (up to floating-point differences of batched kernels).
+
+Marking runs where the marker is (``marker.to(device)``; nothing here picks a device). On an accelerator
+the step loop is queued without host synchronisation, the batch size follows the free memory
+(:func:`choose_batch_size`) and ``MarkConfig.precision`` may run the marking network in TF32 or bf16.
 """
 
 from __future__ import annotations
@@ -20,19 +24,21 @@ from __future__ import annotations
 import hashlib
 import math
 import warnings
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
 
+from ._device import PRECISIONS, batch_for_memory, network_precision, step_augmentations, step_memory
 from ._optimise import Features, evaluate_shift, feature_function, finish, frozen, optimise
 from .augment import Augmentation, AugmentParams
 from .errors import ConfigError, KeyMismatchError
 from .key import Key
 from .nets import state_dict_sha256
 
-__all__ = ["MarkConfig", "MarkResult", "mark", "psnr", "image_seeds", "marker_channels"]
+__all__ = ["MarkConfig", "MarkResult", "mark", "psnr", "image_seeds", "marker_channels", "choose_batch_size"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +61,11 @@ class MarkConfig:
         augment_params: ranges of the random augmentations.
         round_every: round pixels to 8 bits every this many steps (0: only at the end).
         eval_draws: fresh augmentations over which the reported shift and cosine are averaged.
+        precision: arithmetic of the marking network's forward and backward: ``"fp32"`` (IEEE fp32, also on
+            GPUs whose cuDNN would use TF32), ``"tf32"`` (TF32 matmuls and convolutions on CUDA; the same as
+            fp32 elsewhere) or ``"bf16"`` (autocast to bfloat16). The image, the loss, the projection and the
+            PSNR stay in fp32, and the reported shift and cosine are measured in fp32. ``benchmarks/results/``
+            records what each costs the mark.
     """
 
     steps: int = 90
@@ -68,6 +79,7 @@ class MarkConfig:
     augment_params: AugmentParams = field(default_factory=AugmentParams)
     round_every: int = 10
     eval_draws: int = 1
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "augment", tuple(self.augment))
@@ -82,6 +94,7 @@ class MarkConfig:
              "lambda_ft, lambda_img and lambda_class must be >= 0"),
             (isinstance(self.round_every, int) and self.round_every >= 0, f"round_every must be an integer >= 0, got {self.round_every!r}"),
             (isinstance(self.eval_draws, int) and self.eval_draws >= 0, f"eval_draws must be an integer >= 0, got {self.eval_draws!r}"),
+            (self.precision in PRECISIONS, f"precision must be one of {list(PRECISIONS)}, got {self.precision!r}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -94,9 +107,11 @@ class MarkConfig:
         out = asdict(self)
         out["augment"] = list(self.augment)
         out["augment_params"] = {name: list(value) for name, value in out["augment_params"].items()}
+        # Added later: left out at their defaults so the identities (hashes) of earlier runs and caches hold.
         if not self.lambda_class:
-            # Added later: left out at its default so the identities (hashes) of earlier runs and caches hold.
             del out["lambda_class"]
+        if self.precision == "fp32":
+            del out["precision"]
         return out
 
     @classmethod
@@ -195,6 +210,52 @@ def _default_batch_size(input_size: tuple[int, int]) -> int:
     return int(max(1, min(512, (1 << 19) // (input_size[0] * input_size[1]))))
 
 
+# marker model -> {(image shape, settings that change a step's memory): (bytes per image, fixed bytes)}
+_STEP_MEMORY: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], tuple[float, float]]] = weakref.WeakKeyDictionary()
+
+
+def choose_batch_size(marker: Any, image_shape: Sequence[int], config: MarkConfig | None = None) -> int:
+    """The number of images :func:`mark` optimises together when no ``batch_size`` is given.
+
+    On CUDA: as many as fit in 80 % of the device's free memory (``torch.cuda.mem_get_info`` plus what
+    PyTorch's cache holds unused), at most 1024, by the memory one step takes per image. That is measured
+    once per marker, image shape, augmentations and precision, by one step on 4 and on 12 random images (the
+    difference is the per-image cost; this resets the device's peak-memory statistics). Elsewhere (CPU and
+    other devices): about 2^19 marker-input pixels per batch, at most 512, the rule marking has always used
+    (larger batches run no faster on CPU). Batches of another size give the same marks up to floating-point
+    differences of batched kernels: give ``batch_size`` explicitly where bytes must repeat across machines.
+
+    Args:
+        marker: the :class:`radioactive.Marker`, on the device it will mark on.
+        image_shape: ``(c, H, W)`` of the images to mark.
+        config: the marking settings (augmentations and precision change the memory a step takes).
+    """
+    config = config or MarkConfig()
+    device = marker.device
+    if device.type != "cuda":
+        return _default_batch_size(marker.spec.input_size)
+    shape = tuple(int(v) for v in image_shape)
+    cache = _STEP_MEMORY.setdefault(marker.model, {})
+    signature = (shape, config.augment, config.precision, tuple(marker.spec.input_size), str(device))
+    if signature not in cache:
+        features = _marker_features(marker, feature_function(marker, marker_channels(marker),
+                                                             state_dict_sha256(marker.model)))
+        augmentation = Augmentation(config.augment, tuple(marker.spec.input_size), config.augment_params)
+        with frozen(marker.model):
+            cache[signature] = step_memory(features, augmentation, shape, config.precision, device)
+    return batch_for_memory(*cache[signature], device)
+
+
+def _marker_features(marker: Any, raw_features: Features) -> Features:
+    channels = marker_channels(marker)
+
+    def features(x: torch.Tensor) -> torch.Tensor:
+        x = _adapt_channels(x, channels).contiguous(memory_format=torch.channels_last)
+        return raw_features(x)
+
+    return features
+
+
 def mark(
     marker: Any,
     images: torch.Tensor,
@@ -209,19 +270,22 @@ def mark(
     """Mark a batch of images so that the marker's features move along their class carriers.
 
     Args:
-        marker: a :class:`radioactive.Marker` (frozen; its device and dtype are used).
-        images: ``(N, c, H, W)`` float in [0, 1] (or uint8), one size per call; quantised to 8 bits first.
+        marker: a :class:`radioactive.Marker` (frozen; marking runs on its device, in its dtype).
+        images: ``(N, c, H, W)`` uint8 or float in [0, 1], one size per call; quantised to 8 bits first.
             ``c`` is 1 or 3; it is adapted to the marker's channels inside (grey repeated, colour averaged).
+            uint8 images travel to the marker's device as uint8 (4x fewer bytes), without waiting when they
+            are in pinned memory (``images.pin_memory()``, a DataLoader's ``pin_memory=True``).
         labels: ``(N,)`` class indices in ``[0, C)``.
         carriers: a :class:`radioactive.Key` (checked against the marker) or a ``(C, d)`` tensor, e.g.
             ``key.control_carriers(j)``.
         config: :class:`MarkConfig`.
         seed: run seed (image ``i`` gets stream ``(seed, i)``) or one seed per image (``N`` ints).
-        batch_size: images optimised together (default: about 2^19 marker-input pixels per batch).
+        batch_size: images optimised together (default: :func:`choose_batch_size`).
         progress: called with the number of images finished after each batch.
 
     Returns:
-        :class:`MarkResult` on the images' device.
+        :class:`MarkResult` on the images' device (each batch is moved there as it finishes, so the
+        marker's device holds one batch at a time whatever ``N`` is).
 
     Raises:
         KeyMismatchError: the key was made for another marking network, or carriers of the wrong dimension.
@@ -250,11 +314,9 @@ def mark(
     carriers = _resolve_carriers(marker, carriers, weights_sha256)
     if count and (int(labels.min()) < 0 or int(labels.max()) >= carriers.shape[0]):
         raise ConfigError(f"labels must lie in [0, {carriers.shape[0]}); got range [{int(labels.min())}, {int(labels.max())}]")
-    if images.dtype == torch.uint8:
-        images = images.float() / 255
-    elif not images.is_floating_point():
+    if images.dtype != torch.uint8 and not images.is_floating_point():
         raise ConfigError(f"images must be float in [0, 1] or uint8, got {images.dtype}")
-    if count and (float(images.min()) < 0 or float(images.max()) > 1):
+    if images.dtype != torch.uint8 and count and (float(images.min()) < 0 or float(images.max()) > 1):
         raise ConfigError("images must lie in [0, 1]; divide 8-bit images by 255")
     if isinstance(seed, int):
         seeds = image_seeds(seed, range(count))
@@ -262,22 +324,24 @@ def mark(
         seeds = [int(s) for s in seed]
         if len(seeds) != count:
             raise ConfigError(f"{count} images but {len(seeds)} seeds")
+    if not count:
+        empty = torch.zeros(0, dtype=torch.float64)
+        floats = images.float() / 255 if images.dtype == torch.uint8 else images.float()
+        return MarkResult(images=floats.clone(), psnr=empty, shift=empty.clone(), cosine=empty.clone())
 
     out_device = images.device
-    batch_size = batch_size or _default_batch_size(marker.spec.input_size)
+    batch_size = batch_size or choose_batch_size(marker, images.shape[1:], config)
     chunks = []
-    raw_features = feature_function(marker, marker_channels(marker), weights_sha256) if count else None
+    features = _marker_features(marker, feature_function(marker, marker_channels(marker), weights_sha256))
     for start in range(0, count, batch_size):
         end = min(count, start + batch_size)
-        chunks.append(_mark_batch(marker, raw_features, images[start:end], labels[start:end], carriers, config,
-                                  seeds[start:end]))
+        marked, *stats = _mark_batch(marker, features, images[start:end], labels[start:end], carriers, config,
+                                     seeds[start:end])
+        chunks.append((marked.to(out_device), *stats))
         if progress is not None:
             progress(end - start)
-    if not chunks:
-        empty = torch.zeros(0, dtype=torch.float64)
-        return MarkResult(images=images.float().clone(), psnr=empty, shift=empty.clone(), cosine=empty.clone())
     return MarkResult(
-        images=torch.cat([c[0] for c in chunks]).to(out_device),
+        images=torch.cat([c[0] for c in chunks]),
         psnr=torch.cat([c[1] for c in chunks]),
         shift=torch.cat([c[2] for c in chunks]),
         cosine=torch.cat([c[3] for c in chunks]),
@@ -285,14 +349,13 @@ def mark(
 
 
 def _mark_batch(
-    marker: Any, raw_features: Features, images: torch.Tensor, labels: torch.Tensor, carriers: torch.Tensor,
+    marker: Any, features: Features, images: torch.Tensor, labels: torch.Tensor, carriers: torch.Tensor,
     config: MarkConfig, seeds: list[int],
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     model = marker.model
     device = marker.device
     param = next(model.parameters(), None)
     dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
-    channels = marker_channels(marker)
     input_size = tuple(marker.spec.input_size)
     augmentation = Augmentation(config.augment, input_size, config.augment_params)
     width = augmentation.num_uniforms
@@ -302,7 +365,12 @@ def _mark_batch(
         torch.rand(draws, width, generator=torch.Generator().manual_seed(s), dtype=torch.float64) for s in seeds
     ], 1) if width else torch.zeros(draws, len(seeds), 0, dtype=torch.float64)  # (draws, B, width)
 
-    x0_int = torch.round(images.detach().to(device=device, dtype=torch.float32) * 255)  # (B, c, H, W)
+    # uint8 travels as uint8 (and without waiting from pinned memory); the integers are exact either way.
+    moved = images.detach().to(device, non_blocking=images.device.type == "cpu" and images.is_pinned())
+    if moved.dtype == torch.uint8:
+        x0_int = moved.to(torch.float32)  # (B, c, H, W)
+    else:
+        x0_int = torch.round(moved.to(torch.float32) * 255)
     x0 = (x0_int / 255).to(dtype)
     u = carriers[labels].to(device=device, dtype=dtype)  # (B, d)
     avoid = None
@@ -314,18 +382,16 @@ def _mark_batch(
     max_sq_int = torch.full((len(seeds),), n_values * 255.0**2 * 10 ** (-config.min_psnr / 10), device=device)
     eps_int = int(math.floor(config.epsilon * 255 + 1e-6))
 
-    def features(x: torch.Tensor) -> torch.Tensor:
-        x = _adapt_channels(x, channels).contiguous(memory_format=torch.channels_last)
-        return raw_features(x)
-
     # The features run on a private copy; frozen() covers a marker that could not be copied.
     with frozen(model):
         if config.steps > 0 and eps_int > 0:
-            delta = optimise(features, augmentation, x0, u, uniforms, config, eps_int, max_sq_int, input_size,
-                             avoid=avoid)
+            augment = step_augmentations(augmentation, uniforms[:config.steps], tuple(x0.shape[-2:]), device)
+            with network_precision(config.precision, device):
+                delta = optimise(features, augment, x0, u, config, eps_int, max_sq_int, input_size, avoid=avoid)
         else:
             delta = torch.zeros_like(x0)
         marked_int = finish(x0_int, delta.float(), eps_int, max_sq_int)
         marked = (marked_int / 255).to(dtype)
-        shift, cosine = evaluate_shift(features, augmentation, x0, marked, u, uniforms[config.steps:])
+        with network_precision("fp32", device):
+            shift, cosine = evaluate_shift(features, augmentation, x0, marked, u, uniforms[config.steps:])
     return (marked.float(), psnr(marked_int / 255, x0_int / 255).cpu(), shift.cpu(), cosine.cpu())

@@ -1,4 +1,4 @@
-"""Publishing a marked copy of a dataset: selection, output names, marking in batches.
+"""Publishing a marked copy of a dataset: selection, output names, marking in batches, on one or many ranks.
 
 ``mark_dataset`` marks a seeded random fraction of each class of an :class:`~radioactive.sources.ImageSource`
 and writes a complete dataset to ``out``: marked images as PNG at the same relative paths (a non-PNG source
@@ -7,11 +7,18 @@ hard-linked unchanged, ``manifest.jsonl`` (one row per image) and ``mark.json`` 
 versions, summary). Carriers never leave the key.
 
 Crash safety: every file is written atomically and a manifest row is appended only after its image is on
-disk. A rerun with the same settings verifies every row (sha256 of the output, and of the source), keeps the
-valid rows byte for byte, drops a torn last line, removes stale temporaries and redoes the rest. Batches are
-planned from the full sorted selection, so a resumed run writes the same bytes as an uninterrupted one. A
-lock file refuses a concurrent run into ``out``. The lock, the manifest and ``mark.json`` are
+disk. A rerun with the same settings verifies every row (sha256 of the output, and of the source; a file
+whose ``stat`` stamp is unchanged since it was hashed is trusted without being read), keeps the valid rows
+byte for byte, drops a torn last line, removes stale temporaries and redoes the rest. Batches are planned
+from the full sorted selection, so a resumed run writes the same bytes as an uninterrupted one. A lock file
+refuses a concurrent run into ``out``. The lock, the manifest and ``mark.json`` are
 :mod:`radioactive.manifest`'s.
+
+Under ``torchrun`` (an initialised process group) rank 0 takes the lock, verifies what earlier runs left and
+writes ``mark.json``; then every rank copies a contiguous share of the unmarked images and marks every
+``world``-th pending batch of the plan, appending to its own manifest part; after the last rank is done,
+rank 0 merges the parts into ``manifest.jsonl`` in the order one process writes it. The output is the same
+bytes whatever the number of ranks (:mod:`radioactive._shard`).
 """
 
 from __future__ import annotations
@@ -20,29 +27,34 @@ import contextlib
 import logging
 import math
 import os
-import shutil
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import torch
 
-from ._io import atomic_write, sha256_file, versions
-from .data import public_mode, write_png
+from . import distributed
+from ._io import versions
+from ._shard import copy_share, inside, manifest_order, mark_share, plan_batches, share
 from .errors import ConfigError, DatasetError, ImageReadError, KeyMismatchError
 from .key import Key
 from .manifest import (
     MANIFEST_NAME,
+    STAMPS_NAME,
     ManifestWriter,
+    has_parts,
     load_verified_rows,
+    merge_parts,
     output_lock,
+    part_paths,
     prepare_out,
     read_manifest_rows,
     remove_stale_temporaries,
     write_mark_record,
 )
-from .mark import MarkConfig, image_seeds, mark
+from .mark import MarkConfig, _default_batch_size, image_seeds
 from .sources import ImageSource, SourceItem
 
 __all__ = ["mark_dataset", "select_marked", "output_names"]
@@ -73,24 +85,22 @@ def output_names(source: ImageSource, marked: set[str]) -> dict[str, str]:
         if other != item.rel:
             raise DatasetError(f"{item.rel!r} and {other!r} differ only by case; they would collide on "
                                "case-insensitive filesystems, rename one of them")
-    taken = {item.rel for item in source.items if item.rel not in marked}
+    taken = {item.rel for item in source.items if item.rel not in marked}  # and every name given so far
     names: dict[str, str] = {}
+    used: set[str] = set()  # the values of names (a set: listing 10^5 images stays linear)
     for item in source.items:
         rel = item.rel
         if rel in marked and PurePosixPath(rel).suffix.lower() != ".png":
             candidate = str(PurePosixPath(rel).with_suffix(".png"))
-            if candidate in taken or candidate in names.values():
+            if candidate in taken:
                 candidate = rel + ".png"
             rel = candidate
-        if rel in names.values():
+        if rel in used:
             raise DatasetError(f"two images would be written to {rel!r}; rename one of them")
         names[item.rel] = rel
+        used.add(rel)
         taken.add(rel)
     return names
-
-
-def _inside(path: Path, folder: Path) -> bool:
-    return path == folder or path.is_relative_to(folder)
 
 
 def _check_places(source: ImageSource, out: Path) -> None:
@@ -98,7 +108,7 @@ def _check_places(source: ImageSource, out: Path) -> None:
         return
     root = source.root.resolve()
     real_out = out.resolve()
-    if _inside(real_out, root) or _inside(root, real_out):
+    if inside(real_out, root) or inside(root, real_out):
         raise ConfigError(f"output folder {out} and source {root} overlap; write the marked dataset elsewhere "
                           "(the source is never written to)")
 
@@ -118,42 +128,6 @@ def _settings(source: ImageSource, key: Key, fraction: float, classes: list[int]
     }
 
 
-def _safe_target(out: Path, rel: str) -> Path:
-    target = out / rel
-    parent = target.parent
-    parent.mkdir(parents=True, exist_ok=True)
-    if not _inside(parent.resolve(), out.resolve()) or target.is_symlink():
-        raise ConfigError(f"refusing to write {target}: a link in the output folder leads elsewhere")
-    return target
-
-
-def _copy(source: ImageSource, item: SourceItem, target: Path, link: str) -> tuple[str, str]:
-    if source.in_memory:
-        digest = write_png(target, source.read(item))
-        return source.source_sha256(item), digest
-    real = source.check_path(item)
-    source_digest = sha256_file(real)
-    if link == "hardlink":
-        # Not via atomic_write: its chmod would change the source's mode through the link.
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.link.tmp")
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        try:
-            os.link(real, tmp)
-        except OSError:
-            pass  # another filesystem, or links not allowed: copy instead
-        else:
-            os.replace(tmp, target)
-            return source_digest, sha256_file(target)
-    with atomic_write(target, mode=public_mode()) as tmp_copy:
-        shutil.copyfile(real, tmp_copy)
-    return source_digest, sha256_file(target)
-
-
-def _finite(value: float) -> float | None:
-    return float(value) if math.isfinite(value) else None
-
-
 def mark_dataset(
     source: ImageSource,
     out: str | os.PathLike,
@@ -168,8 +142,16 @@ def mark_dataset(
     batch_size: int | None = None,
     link: str = "copy",
     progress: bool = True,
+    verify: str = "stat",
 ) -> dict[str, Any]:
     """Write the published dataset to ``out`` (see the module docstring); returns the summary.
+
+    Under an initialised process group (``torchrun``), every rank calls this with the same arguments and
+    does its share; every rank returns the summary.
+
+    Args:
+        verify: how a rerun checks the rows already done: ``stat`` re-hashes only files whose stamp (size,
+            mtime, ctime, inode) changed since they were hashed; ``full`` re-hashes every file.
 
     Raises:
         KeyMismatchError: the key was made for another marker, or the dataset has more classes than the key.
@@ -177,14 +159,14 @@ def mark_dataset(
         LockError: another run is writing to ``out``.
         ConfigError: ``out`` overlaps the source, holds another run, or a setting is invalid.
     """
-    from tqdm.auto import tqdm
-
     config = config or MarkConfig()
     key.check_marker(marker.info)
     if not 0 <= fraction <= 1:
         raise ConfigError(f"fraction must be in [0, 1], got {fraction}")
     if link not in ("copy", "hardlink"):
         raise ConfigError(f"unknown link mode {link!r}; choose from ['copy', 'hardlink']")
+    if verify not in ("stat", "full"):
+        raise ConfigError(f"unknown verify mode {verify!r}; choose from ['stat', 'full']")
     outside = next((item for item in source.items if not 0 <= item.label < key.num_classes), None)
     if outside is not None:
         raise KeyMismatchError(
@@ -202,112 +184,98 @@ def mark_dataset(
     _check_places(source, out)  # before creating anything
     out.mkdir(parents=True, exist_ok=True)
     settings = _settings(source, key, fraction, classes, seed, config, link)
+    rank, world = distributed.rank_world()
     started = time.time()
-    with output_lock(out):
-        prepare_out(out, settings)
-        remove_stale_temporaries(out)
-        record = {"status": "running", "settings": settings, "key": key.describe(), "versions": versions()}
-        write_mark_record(out, record)
-        chosen = select_marked(source, fraction, classes, seed)
-        names = output_names(source, chosen)
-        done = load_verified_rows(out, source, names)
-        manifest = ManifestWriter(out / MANIFEST_NAME)
-        bad: list[dict[str, Any]] = []
-
-        def fail(item: SourceItem, exc: ImageReadError) -> None:
-            if not skip_bad:
-                raise exc
-            log.warning("skipping bad image: %s", exc)
-            row = {"source": item.rel, "output": None, "label": item.label, "marked": False, "bad": True,
-                   "error": str(exc)}
-            bad.append(row)
-            manifest.append([row])
-
-        try:
-            untouched = [item for item in source.items if item.rel not in chosen and item.rel not in done]
-            pending: list[dict[str, Any]] = []
-            last_flush = time.monotonic()
-            for item in tqdm(untouched, desc="copying", unit="img", disable=not progress or not untouched):
-                try:
-                    source_digest, output_digest = _copy(source, item, _safe_target(out, names[item.rel]), link)
-                except ImageReadError as exc:
-                    manifest.append(pending)
-                    pending = []
-                    fail(item, exc)
-                    continue
-                pending.append({"source": item.rel, "output": names[item.rel], "label": item.label,
-                                "source_sha256": source_digest, "output_sha256": output_digest, "marked": False})
-                if len(pending) >= 512 or time.monotonic() - last_flush > 2:
-                    manifest.append(pending)
-                    pending, last_flush = [], time.monotonic()
-            manifest.append(pending)
-            _mark_all(source, out, marker, key, config, seed, batch_size, chosen, names, done, manifest, fail,
-                      progress)
-        finally:
-            manifest.close()
-        summary = _summary(out, len(source), started, bad)
-        record.update(status="complete", summary=summary)
-        write_mark_record(out, record)
-    return summary
-
-
-def _mark_all(source: ImageSource, out: Path, marker: Any, key: Key, config: MarkConfig, seed: int,
-              batch_size: int | None, chosen: set[str], names: dict[str, str], done: dict[str, str],
-              manifest: ManifestWriter, fail: Any, progress: bool) -> None:
-    from tqdm.auto import tqdm
-
-    from .mark import _default_batch_size
-
-    batch_size = batch_size or _default_batch_size(marker.spec.input_size)
-    to_mark = [item for item in source.items if item.rel in chosen]
-    todo = sum(1 for item in to_mark if item.rel not in done)
-    bar = tqdm(total=todo, desc="marking", unit="img", disable=not progress or not todo, smoothing=0.1)
-    try:
-        # Batches come from the whole sorted selection (done or not), so a resumed run marks every image in
-        # the same batch as an uninterrupted run would and writes the same bytes.
-        by_shape: dict[tuple[int, ...], list[SourceItem]] = defaultdict(list)
-        for item in to_mark:
+    record = {"status": "running", "settings": settings, "key": key.describe(), "versions": versions()}
+    chosen = select_marked(source, fraction, classes, seed)
+    names = output_names(source, chosen)
+    with contextlib.ExitStack() as stack:
+        # Rank 0 holds the lock for the whole run and alone touches the bookkeeping; the other ranks are
+        # part of the same run and wait for it (a concurrent run's rank 0 is refused, and so its ranks stop).
+        error, merged, summary = None, False, None
+        if rank == 0:
             try:
-                by_shape[source.header_size(item)].append(item)
-            except ImageReadError as exc:
-                if item.rel not in done:
-                    fail(item, exc)
-        plan = [group[i:i + batch_size] for group in by_shape.values() for i in range(0, len(group), batch_size)]
-        for batch in plan:
-            if all(item.rel in done for item in batch):
-                continue
-            images, kept = [], []
-            for item in batch:
-                try:
-                    images.append(source.read(item))
-                    kept.append(item)
-                except ImageReadError as exc:
-                    fail(item, exc)
-            if not kept:
-                continue
-            labels = torch.tensor([item.label for item in kept])
-            result = mark(marker, torch.stack(images).float() / 255, labels, key, config,
-                          seed=image_seeds(seed, [item.rel for item in kept]), batch_size=len(kept))
-            rows = []
-            marked_u8 = torch.round(result.images * 255).to(torch.uint8).cpu()
-            for index, item in enumerate(kept):
-                if item.rel in done:
-                    continue
-                rel_out = names[item.rel]
-                digest = write_png(_safe_target(out, rel_out), marked_u8[index])
-                rows.append({
-                    "source": item.rel, "output": rel_out, "label": item.label,
-                    "source_sha256": source.source_sha256(item), "output_sha256": digest, "marked": True,
-                    "psnr": _finite(float(result.psnr[index])), "shift": float(result.shift[index]),
-                    "cosine": float(result.cosine[index]),
-                })
-            manifest.append(rows)
-            bar.update(len(rows))
+                stack.enter_context(output_lock(out))
+                prepare_out(out, settings)
+                remove_stale_temporaries(out)
+                write_mark_record(out, record)
+                merged = has_parts(out)  # a distributed run was interrupted: its rows need ordering
+                done = set(load_verified_rows(out, source, names, verify=verify))
+            except Exception as exc:  # every rank stops with it
+                error = exc
+        distributed.agree(error)
+        merged = distributed.broadcast(merged)
+        if rank != 0:
+            done = {row["source"] for row in read_manifest_rows(out)} if (out / MANIFEST_NAME).is_file() else set()
+        order = _publish(source, out, marker, key, config, seed, skip_bad, batch_size, link, progress, chosen,
+                         names, done, merged)
+        if rank == 0:
+            try:
+                if order is not None:
+                    merge_parts(out, order)
+                summary = _summary(out, len(source), started)
+                record.update(status="complete", summary=summary)
+                write_mark_record(out, record)
+            except Exception as exc:
+                error = exc
+        distributed.agree(error)
+    return distributed.broadcast(summary)
+
+
+def _publish(source: ImageSource, out: Path, marker: Any, key: Key, config: MarkConfig, seed: int,
+             skip_bad: bool, batch_size: int | None, link: str, progress: bool, chosen: set[str],
+             names: dict[str, str], done: set[str], merged: bool) -> Callable[[str, bool], Any] | None:
+    """Every rank's share of the copying and marking. Returns the manifest's sort key when rows were added
+    (None when nothing changed). ``merged``: the verified rows include those of an interrupted distributed
+    run, whose order is unknown."""
+    rank, world = distributed.rank_world()
+    progress = progress and rank == 0
+    # One process appends to the manifest itself (as it always did); ranks each to their own part.
+    paths = (out / MANIFEST_NAME, out / STAMPS_NAME) if world == 1 else part_paths(out, rank)
+    writer = ManifestWriter(*paths)
+
+    def fail(item: SourceItem, exc: ImageReadError) -> None:
+        if not skip_bad:
+            raise exc
+        log.warning("skipping bad image: %s", exc)
+        writer.append([{"source": item.rel, "output": None, "label": item.label, "marked": False, "bad": True,
+                        "error": str(exc)}])
+
+    untouched = [item for item in source.items if item.rel not in chosen and item.rel not in done]
+    to_mark = [item for item in source.items if item.rel in chosen]
+    todo = any(item.rel not in done for item in to_mark)
+    plan = None
+    try:
+        error = None
+        try:
+            mine = share(len(untouched), rank, world)
+            copy_share(source, out, untouched[mine.start:mine.stop], names, link, writer, fail, progress)
+        except Exception as exc:
+            error = exc
+        distributed.agree(error)
+        try:
+            # The plan (it reads the headers of the images to mark) is needed to mark, and to order marked rows
+            # that did not come from one process in order.
+            if todo or merged:
+                size = distributed.broadcast(batch_size or _default_batch_size(marker.spec.input_size))
+                plan = plan_batches(source, to_mark, size)
+                unreadable = [(item, message) for item, message in plan.unreadable if item.rel not in done]
+                if unreadable and not skip_bad:
+                    raise ImageReadError(unreadable[0][1])  # every rank knows it: all stop before marking
+                for item, message in unreadable if rank == 0 else []:
+                    fail(item, ImageReadError(message))
+                pending = [batch for batch in plan.batches if any(item.rel not in done for item in batch)]
+                mark_share(source, out, pending[rank::world], marker, key, config, seed, names, done, writer,
+                           fail, progress)
+        except Exception as exc:
+            error = exc
+        distributed.agree(error)
     finally:
-        bar.close()
+        writer.close()
+    return manifest_order(source, chosen, plan) if plan is not None or untouched else None
 
 
-def _summary(out: Path, total: int, started: float, bad: list[dict[str, Any]]) -> dict[str, Any]:
+def _summary(out: Path, total: int, started: float) -> dict[str, Any]:
     rows = read_manifest_rows(out)
     marked = [row for row in rows if row.get("marked")]
     psnrs = [row["psnr"] if row["psnr"] is not None else math.inf for row in marked]

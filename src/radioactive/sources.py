@@ -211,7 +211,8 @@ def open_source(spec: str | os.PathLike, *, root: str | os.PathLike | None = Non
         return _folder_source(path.resolve(), max_pixels)
     if path.is_file():
         if path.suffix.lower() not in (".csv", ".jsonl", ".ndjson"):
-            raise DatasetError(f"{path}: a list must be .csv or .jsonl (got {path.suffix!r})")
+            raise DatasetError(f"{path}: a list must be .csv or .jsonl (got {path.suffix!r}); rename it, or give a "
+                               "class-subfolder tree")
         return _list_source(path, Path(root) if root else None, max_pixels)
     raise DatasetError(f"{text}: no such folder or list file; give a class-subfolder tree, a CSV/JSONL list "
                        "or 'fashion-mnist[:owner|holdout|test]'")
@@ -264,7 +265,8 @@ class LabelledImages:
 
     def __post_init__(self) -> None:
         if not len(self.images) == len(self.labels) == len(self.ids):
-            raise ValueError(f"{len(self.images)} images, {len(self.labels)} labels and {len(self.ids)} ids")
+            raise DatasetError(f"{len(self.images)} images, {len(self.labels)} labels and {len(self.ids)} ids; give "
+                               "one label and one id per image")
 
     def __len__(self) -> int:
         return len(self.ids)

@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     if out.exists():
-        raise ConfigError(f"key file {str(out)!r} already exists; keys are never overwritten")
+        raise ConfigError(f"key file {str(out)!r} already exists; keys are never overwritten: give another --out")
     marker = resolve_marker(path=args.marker, weights=args.marker_weights)
     head = marker.split.weight() if args.space == "neutral" else None
     key = Key.generate(marker.info, seed=args.seed, space=args.space, head_weight=head)

@@ -1,4 +1,8 @@
-"""``radioactive mark``: publish a marked copy of an image dataset."""
+"""``radioactive mark``: publish a marked copy of an image dataset.
+
+Under ``torchrun`` (``torchrun --nproc_per_node N -m radioactive mark ...``) every rank marks its share
+(NCCL on GPUs, one GPU per local rank; gloo on CPU) and rank 0 prints the summary.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,8 @@ from fractions import Fraction
 from ..errors import ConfigError
 
 log = logging.getLogger(__name__)
+
+_RANK_TIMEOUT_S = 24 * 3600
 
 
 def _pixel_value(text: str) -> float:
@@ -29,7 +35,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Mark a seeded random fraction of each class of SRC with the key and write the complete "
         "dataset to DST: marked images as PNG at the same relative paths, every other image copied unchanged, "
         "manifest.jsonl (one row per image) and mark.json (settings, key fingerprint, versions, summary). "
-        "Rerun the same command to resume an interrupted run.",
+        "Rerun the same command to resume an interrupted run. Under torchrun, the ranks share the work and the "
+        "output is the same whatever their number.",
     )
     parser.add_argument("--key", required=True, help="key file from 'radioactive keygen'")
     parser.add_argument("--data", required=True, metavar="SRC",
@@ -49,6 +56,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="how unmarked images reach DST (hardlink falls back to copy across filesystems)")
     parser.add_argument("--root", help="folder that list paths are relative to (default: the list's folder)")
     parser.add_argument("--max-pixels", type=int, default=None, help="refuse larger images (decompression bombs)")
+    parser.add_argument("--verify", choices=["stat", "full"], default="stat",
+                        help="how a rerun checks the images already done: stat (re-hash only files whose size, "
+                        "times or inode changed since they were hashed; default) or full (re-hash every file)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     group = parser.add_argument_group("marking settings")
     group.add_argument("--steps", type=int, default=defaults.steps, help=f"optimisation steps (default {defaults.steps})")
@@ -82,6 +92,7 @@ def _classes(text: str | None, names: list[str]) -> list[int] | None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from .. import distributed
     from ..augment import build_augmentation
     from ..data import DEFAULT_MAX_PIXELS
     from ..key import Key
@@ -97,18 +108,28 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
     key = Key.load(args.key)
     marker = resolve_marker(key, args.marker, weights=args.marker_weights)
-    device = resolve_device(args.device)
-    marker.to(device)
-    if device.type == "cpu":
-        marker.model.to(memory_format=torch.channels_last)
-    source = open_source(args.data, root=args.root, max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS)
-    log.info("key %s, marker %s, %d images in %d classes from %s", key.fingerprint, marker.spec.arch, len(source),
-             len(source.classes), source.description)
-    summary = mark_dataset(
-        source, args.out, marker=marker, key=key, fraction=args.fraction, config=config,
-        classes=_classes(args.classes, source.classes), seed=args.seed, skip_bad=args.skip_bad,
-        batch_size=args.batch_size, link=args.link, progress=not args.no_progress,
-    )
+    # Ranks wait for each other (rank 0 verifying a large output, the slowest rank's last batch): long timeout.
+    placement = distributed.init(resolve_device(args.device), timeout_s=_RANK_TIMEOUT_S)
+    try:
+        device = placement.device
+        marker.to(device)
+        if device.type == "cpu":
+            marker.model.to(memory_format=torch.channels_last)
+        source = open_source(args.data, root=args.root, max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS)
+        if placement.rank == 0:
+            log.info("key %s, marker %s, %d images in %d classes from %s%s", key.fingerprint, marker.spec.arch,
+                     len(source), len(source.classes), source.description,
+                     f", {placement.world} ranks" if placement.world > 1 else "")
+        summary = mark_dataset(
+            source, args.out, marker=marker, key=key, fraction=args.fraction, config=config,
+            classes=_classes(args.classes, source.classes), seed=args.seed, skip_bad=args.skip_bad,
+            batch_size=args.batch_size, link=args.link, progress=not args.no_progress, verify=args.verify,
+        )
+        distributed.barrier()  # no rank leaves the group while another still uses it
+    finally:
+        distributed.teardown()
+    if placement.rank != 0:
+        return 0
     psnr_min = "n/a" if summary["psnr_min"] is None else f"{summary['psnr_min']:.2f}"
     psnr_mean = "n/a" if summary["psnr_mean"] is None else f"{summary['psnr_mean']:.2f}"
     cosine = "n/a" if summary["cosine_mean"] is None else f"{summary['cosine_mean']:.3f}"

@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -55,19 +54,27 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def _init_distributed(device: str) -> tuple[int, int, str]:
     """Join the torchrun process group if there is one; returns (rank, world size, this rank's device)."""
-    import torch
+    from ..distributed import init
 
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1, device
-    if not torch.distributed.is_initialized():
-        backend = "nccl" if device.startswith("cuda") else "gloo"
-        torch.distributed.init_process_group(backend=backend)
-    if device.startswith("cuda"):
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        torch.cuda.set_device(local)
-        device = f"cuda:{local}"
-    return torch.distributed.get_rank(), world, device
+    placement = init(device)
+    return placement.rank, placement.world, str(placement.device)
+
+
+def _read_recipe(path: Path) -> dict[str, Any]:
+    """The JSON object of TrainRecipe fields in ``path`` (ConfigError naming the file when it is unusable)."""
+    if not path.is_file():
+        problem = "does not exist (that path is a folder)" if path.is_dir() else "does not exist"
+        raise ConfigError(f"--recipe {str(path)!r} {problem}; give a JSON file of TrainRecipe fields, e.g. "
+                          '{"epochs": 10, "lr": 0.05}')
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"--recipe {str(path)!r} is not readable JSON ({exc}); give a JSON object of "
+                          "TrainRecipe fields, e.g. {\"epochs\": 10}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"--recipe {str(path)!r} holds a JSON {type(data).__name__}, expected an object of "
+                          "TrainRecipe fields, e.g. {\"epochs\": 10}")
+    return data
 
 
 def run(args: argparse.Namespace) -> int:
@@ -83,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--out must end in .safetensors, got {str(out)!r}")
     base: dict[str, Any] = {}
     if args.recipe:
-        base = json.loads(Path(args.recipe).read_text())
+        base = _read_recipe(Path(args.recipe))
     base["mode"] = args.mode
     for field, value in (("epochs", args.epochs), ("lr", args.lr), ("batch_size", args.batch_size),
                          ("schedule", args.schedule), ("weight_decay", args.weight_decay)):
@@ -151,6 +158,7 @@ def run(args: argparse.Namespace) -> int:
             # the gloo group while the other still holds it aborts the process ("terminate called ...").
             torch.distributed.barrier()
     finally:
-        if world > 1 and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
+        from ..distributed import teardown
+
+        teardown()
     return 0

@@ -185,7 +185,8 @@ class BlackboxSettings(_Shared):
         check_choice("combination", self.combine, COMBINATIONS)
         check_choice("output kind", self.output, OUTPUTS)
         if self.combine == "t" and self.num_controls < 3:
-            raise ConfigError(f"the t combination needs at least 3 control sets, got num_controls={self.num_controls}")
+            raise ConfigError(f"the t combination needs at least 3 control sets, got num_controls={self.num_controls}; "
+                              "use 3 or more (--controls) or another combination (--combine rank or perm)")
         if self.statistic != "label" and self.output == "labels":
             raise ConfigError(f"the model returns labels only; the statistic must be 'label', not {self.statistic!r}")
         if self.mark is None:

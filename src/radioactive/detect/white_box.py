@@ -36,28 +36,47 @@ log = logging.getLogger(__name__)
 
 
 def align(marker_features: torch.Tensor, suspect_features: torch.Tensor) -> tuple[torch.Tensor, float]:
-    """Least squares without intercept, in float64: M = argmin ||F_m M - F_s||.
+    """Least squares without intercept, in float64: M = argmin ||F_m M - F_s|| (the minimum-norm solution).
+
+    Where it runs: features on one accelerator stay there for the O(N d^2) part, a float64 QR ``F_m = Q R``,
+    and only the small system ``R M = Q^T F_s`` (``d x d'``) is solved on the host with the rank-revealing
+    ``gelsd``; since ``Q`` has orthonormal columns both have the same minimum-norm solution, and nothing of
+    size N crosses to the host. Anything else (CPU features, or two devices) is solved on the host with
+    ``gelsd`` directly, as it always was (``benchmarks/results/whitebox.json`` times both ways on CPU).
 
     Args:
         marker_features: ``(N, d)``.
         suspect_features: ``(N, d')``.
 
     Returns:
-        ``M`` ``(d, d')`` float64 and the R^2 of the fit (1 - residual / centred total sum of squares).
+        ``M`` ``(d, d')`` float64 on CPU and the R^2 of the fit (1 - residual / centred total sum of squares).
     """
-    f_m = marker_features.detach().to("cpu", torch.float64)
-    f_s = suspect_features.detach().to("cpu", torch.float64)
+    f_m = marker_features.detach().to(torch.float64)
+    f_s = suspect_features.detach().to(torch.float64)
     if f_m.shape[0] != f_s.shape[0]:
         raise DatasetError(f"feature rows differ: {f_m.shape[0]} marker vs {f_s.shape[0]} suspect; give both networks' "
                            "features of the same images")
+    if f_m.device == f_s.device and f_m.device.type != "cpu":
+        mapping = lstsq_reduced(f_m, f_s)
+        return mapping, r_squared(f_m @ mapping.to(f_m.device), f_s)
+    f_m, f_s = f_m.cpu(), f_s.cpu()
     mapping = torch.linalg.lstsq(f_m, f_s, driver="gelsd").solution  # (d, d')
     return mapping, r_squared(f_m @ mapping, f_s)
+
+
+def lstsq_reduced(f_m: torch.Tensor, f_s: torch.Tensor) -> torch.Tensor:
+    """The minimum-norm least-squares ``M`` ``(d, d')`` (float64, CPU) of ``f_m M = f_s`` through a QR of
+    ``f_m`` where the features are, then ``gelsd`` on the host for ``R M = Q^T f_s``."""
+    if f_m.shape[0] <= f_m.shape[1]:  # not tall: nothing to reduce
+        return torch.linalg.lstsq(f_m.cpu(), f_s.cpu(), driver="gelsd").solution
+    q, r = torch.linalg.qr(f_m)  # (N, d), (d, d)
+    return torch.linalg.lstsq(r.cpu(), (q.T @ f_s).cpu(), driver="gelsd").solution
 
 
 def r_squared(predicted: torch.Tensor, target: torch.Tensor) -> float:
     target = target.to(torch.float64)
     total = float(((target - target.mean(dim=0)) ** 2).sum())
-    residual = float(((target - predicted.to(torch.float64)) ** 2).sum())
+    residual = float(((target - predicted.to(target.device, torch.float64)) ** 2).sum())
     return 1.0 - residual / total if total > 0 else (1.0 if residual == 0 else -math.inf)
 
 
@@ -99,10 +118,11 @@ def _split(model: nn.Module, example: torch.Tensor, head: str | None):
 
 @contextlib.contextmanager
 def _channels_last(model: nn.Module, example: torch.Tensor):
-    """On CPU, run ``model``'s convolutions in channels-last layout (about 2x faster there), restoring the layout
-    afterwards. Parameters are converted in place (same objects, same values). Used only when the model gives
-    the same outputs on ``example`` both ways (a model that calls ``.view`` on conv outputs would fail)."""
-    use = model_device(model).type == "cpu" and any(p.dim() == 4 for p in model.parameters())
+    """On CPU and CUDA, run ``model``'s convolutions in channels-last layout (about 2x faster on CPU, the
+    layout tensor cores take on GPUs), restoring the layout afterwards. Parameters are converted in place
+    (same objects, same values). Used only when the model gives the same outputs on ``example`` both ways (a
+    model that calls ``.view`` on conv outputs would fail)."""
+    use = model_device(model).type in ("cpu", "cuda") and any(p.dim() == 4 for p in model.parameters())
     if use:
         try:
             with torch.no_grad():
@@ -130,9 +150,14 @@ def _features(
     input_size: tuple[int, int] | None,
     transform: Callable[[torch.Tensor], torch.Tensor] | None,
 ) -> tuple[torch.Tensor, torch.Tensor, Any]:
+    """Both networks' features ``(N, d)``, ``(N, d')`` float64 of the reference images, batch by batch on each
+    network's device. They stay there when both networks share one accelerator (see :func:`align`), else
+    they are gathered on the host."""
     marker_feats, suspect_feats = [], []
     split = None
     device = model_device(model)
+    # Features stay on a shared accelerator (no host round trip per batch); otherwise on the host, as before.
+    keep = device if device == marker.device and device.type != "cpu" else torch.device("cpu")
     was_training = model.training
     model.eval()
     try:
@@ -146,8 +171,8 @@ def _features(
                     split = _split(model, to_suspect[: min(8, len(to_suspect))], head)
                     stack.enter_context(_channels_last(marker.model, to_marker[:8]))
                     stack.enter_context(_channels_last(model, to_suspect[:8]))
-                marker_feats.append(marker.features(to_marker).to("cpu", torch.float64))
-                suspect_feats.append(split.features(to_suspect).to("cpu", torch.float64))
+                marker_feats.append(marker.features(to_marker).to(keep, torch.float64))
+                suspect_feats.append(split.features(to_suspect).to(keep, torch.float64))
     finally:
         model.train(was_training)
     if split is None:

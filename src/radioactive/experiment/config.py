@@ -2,7 +2,7 @@
 
 Frozen dataclasses validated when made; files (TOML, YAML) only at the edge (:func:`load_config`). The
 ``to_dict()`` of each is what run ids hash (:mod:`radioactive.experiment.run`): a field added, renamed or
-given another default changes every run id and orphans committed records (``tests/test_grid_ids.py``).
+given another default changes every run id and orphans committed records (``tests/experiment/test_grid_ids.py``).
 """
 
 from __future__ import annotations
@@ -101,7 +101,8 @@ class DetectSettings:
         if bad:
             raise ConfigError(f"unknown tests {bad}; choose from {list(TESTS)}")
         if self.reference_images < 1 or self.probes < 1 or self.num_controls < 1:
-            raise ConfigError("reference_images, probes and num_controls must be >= 1")
+            raise ConfigError(f"reference_images, probes and num_controls must be >= 1, got {self.reference_images}, "
+                              f"{self.probes} and {self.num_controls}")
         if not 0 < self.alpha < 1:
             raise ConfigError(f"alpha must be in (0, 1), got {self.alpha}")
         object.__setattr__(self, "blackbox_variants", tuple(self.blackbox_variants))
@@ -209,7 +210,8 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ex
     """
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"experiment file {str(path)!r} does not exist; give the path of a .toml or .yaml file "
+        problem = "does not exist (that path is a folder)" if path.is_dir() else "does not exist"
+        raise ConfigError(f"experiment file {str(path)!r} {problem}; give the path of a .toml or .yaml file "
                           "(examples in configs/)")
     if path.suffix not in (".toml", ".yaml", ".yml"):
         raise ConfigError(f"experiment file must be .toml, .yaml or .yml, got {str(path)!r}")

@@ -4,7 +4,7 @@ Run ids and cache keys are hashes of JSON-able descriptions (:func:`content_hash
 an earlier one wrote. Every random choice of a run takes its seed from :func:`derive_seed`, by purpose. The
 formulas are the ones the committed grid (``results/fashion-mnist``) was produced with: changing one changes
 every result of that purpose (and orphans nothing, but no longer reproduces the records), so they live in one
-table, here, and ``tests/test_grid_ids.py`` pins them.
+table, here, and ``tests/experiment/test_grid_ids.py`` pins them.
 """
 
 from __future__ import annotations

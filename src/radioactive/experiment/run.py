@@ -173,6 +173,7 @@ def run_experiment(
     ``marker`` and ``data`` (``{"owner", "holdout", "test"}: (uint8 images, labels)``) replace the configured
     ones.
     """
+    check_architectures(config)  # a misspelt name must fail now, not after the first run's marking
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "config.json", config.to_dict())
@@ -201,7 +202,7 @@ def run_experiment(
     return records
 
 
-def _check_architectures(config: ExperimentConfig) -> None:
+def check_architectures(config: ExperimentConfig) -> None:
     """ConfigError for an architecture name that is neither built in, nor timm's, nor torchvision's."""
     wanted = []  # (name torchvision must know, what to say when it does not)
     for model in config.models:
@@ -235,7 +236,7 @@ def dry_run(config: ExperimentConfig) -> list[str]:
     Raises:
         ConfigError: an unknown architecture.
     """
-    _check_architectures(config)
+    check_architectures(config)
     runs = expand_grid(config)
     lines = [f"{config.name}: {len(runs)} runs = {len(config.fractions)} fractions x "
              f"{len(config.models)} model settings x {len(config.seeds)} seeds"]

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, MissingDependencyError
 
 # ---------------------------------------------------------------------------------------------------------
 # Built-in architectures (any input size thanks to adaptive pooling; features = input of `fc`).
@@ -211,7 +211,9 @@ def build_model(
 
         names = torchvision.models.list_models()
         if arch not in names:
-            raise ConfigError(f"unknown torchvision architecture {arch!r}; see torchvision.models.list_models()")
+            raise ConfigError(f"unknown architecture {arch!r}: neither built in ({', '.join(sorted(ARCHITECTURES))}) "
+                              "nor a torchvision model; see torchvision.models.list_models() for the names, or "
+                              "write timm:<name> for a timm model")
         model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes, **kwargs)
         if in_channels != 3:
             warnings.warn(
@@ -223,7 +225,8 @@ def build_model(
         try:
             import timm
         except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise ImportError("timm architectures need timm: pip install 'radioactive[timm]'") from exc
+            raise MissingDependencyError(f"architecture timm:{arch} needs timm, which is not installed; run: pip "
+                                         "install 'radioactive[timm]'") from exc
         return timm.create_model(arch, pretrained=False, num_classes=num_classes, in_chans=in_channels, **kwargs)
     raise ConfigError(f"unknown model source {source!r}; choose from ['builtin', 'torchvision', 'timm']")
 

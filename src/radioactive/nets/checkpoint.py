@@ -73,7 +73,9 @@ def load_state_dict_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tenso
     ``torch.load(weights_only=True)``. Returns (state dict, safetensors header metadata or {})."""
     path = Path(path)
     if not path.is_file():
-        raise ModelLoadError(f"model file {str(path)!r} does not exist")
+        problem = "does not exist (that path is a folder)" if path.is_dir() else "does not exist"
+        raise ModelLoadError(f"model file {str(path)!r} {problem}; give the path of a weights file (a safetensors "
+                             "checkpoint or a torch.save state dict)")
     with open(path, "rb") as handle:
         head = handle.read(8)
     if path.suffix == ".safetensors" or (len(head) == 8 and int.from_bytes(head, "little") < 100_000_000 and not zipfile.is_zipfile(path)):
@@ -85,7 +87,8 @@ def load_state_dict_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tenso
                 state = {k: handle.get_tensor(k) for k in handle.keys()}
         except Exception as exc:
             if path.suffix == ".safetensors":
-                raise ModelLoadError(f"{str(path)!r} is not a valid safetensors file: {exc}") from exc
+                raise ModelLoadError(f"{str(path)!r} is not a valid safetensors file ({exc}); it is truncated or not "
+                                     "weights: give a checkpoint written by radioactive or a safetensors file") from exc
         else:
             return _strip_prefixes(state), metadata
     try:
@@ -98,7 +101,8 @@ def load_state_dict_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tenso
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ModelLoadError(f"{str(path)!r} does not hold a state dict of tensors")
+        raise ModelLoadError(f"{str(path)!r} does not hold a state dict of tensors (name -> tensor); save the "
+                             "model's state_dict() (safetensors preferred), not the model object")
     return _strip_prefixes(dict(obj)), {}
 
 
@@ -244,7 +248,8 @@ def load_suspect(
         return ExportedModel(program.module())
     if spec is None and arch is not None:
         if num_classes is None:
-            raise ModelLoadError("give the number of classes together with the architecture")
+            raise ModelLoadError(f"architecture {arch!r} given without the number of classes; give both "
+                                 "(--arch NAME --num-classes N)")
         source, name = parse_arch(arch)
         if source == "builtin":
             spec = NetSpec(arch=name, num_classes=num_classes, source=source)

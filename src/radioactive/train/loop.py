@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DatasetError, TrainingDivergedError
 from ..nets import NetSpec, build_from_spec, split_head
 from .batches import as_float, augment_batch
 from .recipe import TrainRecipe, TrainResult, lr_factor
@@ -117,14 +117,15 @@ def fit(
 
     Raises:
         ConfigError: inconsistent mode and inputs (no teacher for ``distill``, a spec for ``linear_probe``).
-        ValueError: images and labels of different lengths, labels out of range.
+        DatasetError: images and labels of different lengths, no images, labels out of range.
+        TrainingDivergedError: a non-finite loss (learning rate too high).
     """
     if images.dim() != 4 or labels.dim() != 1 or len(images) != len(labels):
-        raise ValueError(
+        raise DatasetError(
             f"expected images (N, c, H, W) and labels (N,), got {tuple(images.shape)} and {tuple(labels.shape)}"
         )
     if len(labels) == 0:
-        raise ValueError("no training images")
+        raise DatasetError("no training images: the dataset given is empty; give a dataset with images")
     mode = recipe.mode
     if mode == "distill" and teacher is None:
         raise ConfigError("mode 'distill' needs a teacher model (teacher=)")
@@ -135,7 +136,8 @@ def fit(
     if num_classes is None:
         num_classes = spec.num_classes if spec is not None else int(labels.max()) + 1
     if int(labels.min()) < 0 or int(labels.max()) >= num_classes:
-        raise ValueError(f"labels must lie in [0, {num_classes}), got [{int(labels.min())}, {int(labels.max())}]")
+        raise DatasetError(f"labels must lie in [0, {num_classes}), got [{int(labels.min())}, {int(labels.max())}]; "
+                           "give num_classes covering every label")
 
     rank, world = _dist()
     gen = torch.Generator().manual_seed(int(seed))
@@ -226,8 +228,8 @@ def fit(
                 else:
                     loss = F.cross_entropy(logits.float(), y, label_smoothing=recipe.label_smoothing)
                 if not torch.isfinite(loss):
-                    raise FloatingPointError(
-                        f"training diverged at epoch {epoch + 1}, step {step} (loss {float(loss)}); lower the learning rate"
+                    raise TrainingDivergedError(
+                        f"training diverged at epoch {epoch + 1}, step {step} (loss {float(loss)}); lower the learning rate (--lr)"
                     )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
