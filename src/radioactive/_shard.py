@@ -190,49 +190,75 @@ def _finite(value: float) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
+def _read_batch(source: ImageSource, batch: list[SourceItem], pin: bool
+                ) -> tuple[torch.Tensor | None, list[SourceItem], list[tuple[SourceItem, ImageReadError]]]:
+    """Decode one planned batch (in a background thread): uint8 ``(B, c, H, W)``, pinned for a GPU marker."""
+    images, kept, failed = [], [], []
+    for item in batch:
+        try:
+            images.append(source.read(item))
+            kept.append(item)
+        except ImageReadError as exc:
+            failed.append((item, exc))
+    stacked = torch.stack(images) if images else None
+    if stacked is not None and pin:
+        stacked = stacked.pin_memory()
+    return stacked, kept, failed
+
+
 def mark_share(source: ImageSource, out: Path, batches: list[list[SourceItem]], marker: Any, key: Key,
                config: MarkConfig, seed: int, names: dict[str, str], done: set[str], writer: ManifestWriter,
                fail: Fail, progress: bool) -> None:
-    """Mark this rank's ``batches`` (each whole, as planned), writing the images not done yet."""
+    """Mark this rank's ``batches`` (each whole, as planned), writing the images not done yet.
+
+    The next batch is decoded in a background thread while the current one is optimised, and the marked PNGs
+    of a batch are encoded and written by a small thread pool (PIL and file I/O release the GIL); a batch's
+    manifest rows are appended only once all its images are on disk, so resume semantics are unchanged.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     from tqdm.auto import tqdm
 
     todo = sum(1 for batch in batches for item in batch if item.rel not in done)
     bar = tqdm(total=todo, desc="marking", unit="img", disable=not progress or not todo, smoothing=0.1)
-    try:
-        for batch in batches:
-            images, kept = [], []
-            for item in batch:
-                try:
-                    images.append(source.read(item))
-                    kept.append(item)
-                except ImageReadError as exc:
+    param = next(marker.model.parameters(), None)
+    pin = param is not None and param.device.type == "cuda"
+    with ThreadPoolExecutor(max_workers=1) as reader, ThreadPoolExecutor(max_workers=4) as encoder:
+        upcoming = reader.submit(_read_batch, source, batches[0], pin) if batches else None
+        try:
+            for position in range(len(batches)):
+                images, kept, failed = upcoming.result()
+                upcoming = (reader.submit(_read_batch, source, batches[position + 1], pin)
+                            if position + 1 < len(batches) else None)
+                for item, exc in failed:
                     fail(item, exc)
-            if not kept:
-                continue
-            labels = torch.tensor([item.label for item in kept])
-            result = mark(marker, torch.stack(images).float() / 255, labels, key, config,
-                          seed=image_seeds(seed, [item.rel for item in kept]), batch_size=len(kept))
-            rows, stamps = [], []
-            marked_u8 = torch.round(result.images * 255).to(torch.uint8).cpu()
-            for index, item in enumerate(kept):
-                if item.rel in done:
+                if not kept:
                     continue
-                rel_out = names[item.rel]
-                target = safe_target(out, rel_out)
-                digest = write_png(target, marked_u8[index])
-                stamps.extend(_stamped(f"out:{rel_out}", target, digest))
-                if source.in_memory:
-                    source_digest = source.source_sha256(item)
-                else:
-                    _, source_digest, entries = _hash_source(source, item)
-                    stamps.extend(entries)
-                rows.append({
-                    "source": item.rel, "output": rel_out, "label": item.label,
-                    "source_sha256": source_digest, "output_sha256": digest, "marked": True,
-                    "psnr": _finite(float(result.psnr[index])), "shift": float(result.shift[index]),
-                    "cosine": float(result.cosine[index]),
-                })
-            writer.append(rows, stamps)
-            bar.update(len(rows))
-    finally:
-        bar.close()
+                labels = torch.tensor([item.label for item in kept])
+                result = mark(marker, images, labels, key, config,
+                              seed=image_seeds(seed, [item.rel for item in kept]), batch_size=len(kept))
+                marked_u8 = torch.round(result.images * 255).to(torch.uint8).cpu()
+                new = [(index, item) for index, item in enumerate(kept) if item.rel not in done]
+                targets = [safe_target(out, names[item.rel]) for _, item in new]
+                digests = list(encoder.map(write_png, targets, [marked_u8[index] for index, _ in new]))
+                rows, stamps = [], []
+                for (index, item), target, digest in zip(new, targets, digests):
+                    rel_out = names[item.rel]
+                    stamps.extend(_stamped(f"out:{rel_out}", target, digest))
+                    if source.in_memory:
+                        source_digest = source.source_sha256(item)
+                    else:
+                        _, source_digest, entries = _hash_source(source, item)
+                        stamps.extend(entries)
+                    rows.append({
+                        "source": item.rel, "output": rel_out, "label": item.label,
+                        "source_sha256": source_digest, "output_sha256": digest, "marked": True,
+                        "psnr": _finite(float(result.psnr[index])), "shift": float(result.shift[index]),
+                        "cosine": float(result.cosine[index]),
+                    })
+                writer.append(rows, stamps)
+                bar.update(len(rows))
+        finally:
+            if upcoming is not None:
+                upcoming.cancel()
+            bar.close()
