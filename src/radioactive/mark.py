@@ -1,4 +1,4 @@
-"""Batched, augmentation-aware marking of images (the optimisation of METHOD.md), on tensors only.
+"""Batched, augmentation-aware marking of images (the optimisation of docs/method.md), on tensors only.
 
 For an image ``x`` of class ``k`` with carrier ``u_k``, the marked image ``x~`` minimises
 

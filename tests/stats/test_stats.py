@@ -154,7 +154,7 @@ def test_rank_log_p_exact_and_ties_conservative():
 
 
 def test_power_planning_matches_method():
-    # METHOD.md: median log10 p < -4 needs mean cosine ~0.06 with 10 classes, ~0.0075 with 1000 (d = 512).
+    # docs/method.md: median log10 p < -4 needs mean cosine ~0.06 with 10 classes, ~0.0075 with 1000 (d = 512).
     assert 0.04 < stats.cosine_for_log10_p(10, -4, 512) < 0.08
     assert 0.005 < stats.cosine_for_log10_p(1000, -4, 512) < 0.01
     assert stats.expected_log10_p(10, 0.1, 512) < stats.expected_log10_p(10, 0.05, 512) < 0

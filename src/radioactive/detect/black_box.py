@@ -1,4 +1,4 @@
-"""Black-box test at the level of carriers (METHOD.md): exact under H0 whatever the model.
+"""Black-box test at the level of carriers (docs/method.md): exact under H0 whatever the model.
 
 The same probe images are marked with the key's carriers and with K control carrier sets drawn like the
 key (never published). Per class, a statistic of the suspect's outputs on each version is computed. Under H0

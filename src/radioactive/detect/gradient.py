@@ -3,7 +3,7 @@
 The paper's white-box test aligns the suspect's feature space to the marker's by least squares on clean
 images, then maps the suspect's classifier rows. That alignment only sees how the two networks co-vary on
 natural images, not how the suspect responds to the small pixel perturbations that marking produces; from
-scratch, with another architecture and few classes, it finds nothing (METHOD.md).
+scratch, with another architecture and few classes, it finds nothing (docs/research.md).
 
 This test asks the suspect directly. A mark of class ``k`` moves an image along ``delta ~ J_phi(x)^T u_k``
 (the pixel direction that raises the marker's features along the carrier). A suspect trained on marked
