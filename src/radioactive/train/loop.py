@@ -14,18 +14,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..distributed import rank_world
 from ..errors import ConfigError, DatasetError, TrainingDivergedError
 from ..nets import NetSpec, build_from_spec, split_head
 from .batches import as_float, augment_batch
 from .recipe import TrainRecipe, TrainResult, lr_factor
 
 log = logging.getLogger(__name__)
-
-
-def _dist() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
 
 
 def _model_device(model: nn.Module) -> torch.device:
@@ -43,7 +38,7 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, ba
 
     Under an initialised process group each rank scores its shard and the counts are summed.
     """
-    rank, world = _dist()
+    rank, world = rank_world()
     device = _model_device(model)
     was_training = model.training
     model.eval()
@@ -139,7 +134,7 @@ def fit(
         raise DatasetError(f"labels must lie in [0, {num_classes}), got [{int(labels.min())}, {int(labels.max())}]; "
                            "give num_classes covering every label")
 
-    rank, world = _dist()
+    rank, world = rank_world()
     gen = torch.Generator().manual_seed(int(seed))
     fork_devices: list[int] = []
     if device is not None and torch.device(device).type == "cuda":
