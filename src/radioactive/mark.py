@@ -206,7 +206,8 @@ def _resolve_carriers(marker: Any, carriers: Key | torch.Tensor, weights_sha256:
     return carriers / carriers.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
 
-def _default_batch_size(input_size: tuple[int, int]) -> int:
+def default_batch_size(input_size: tuple[int, int]) -> int:
+    """Images per batch off CUDA (and the plan of `radioactive mark`): about 2^19 marker-input pixels, at most 512."""
     return int(max(1, min(512, (1 << 19) // (input_size[0] * input_size[1]))))
 
 
@@ -233,7 +234,7 @@ def choose_batch_size(marker: Any, image_shape: Sequence[int], config: MarkConfi
     config = config or MarkConfig()
     device = marker.device
     if device.type != "cuda":
-        return _default_batch_size(marker.spec.input_size)
+        return default_batch_size(marker.spec.input_size)
     shape = tuple(int(v) for v in image_shape)
     cache = _STEP_MEMORY.setdefault(marker.model, {})
     signature = (shape, config.augment, config.precision, tuple(marker.spec.input_size), str(device))

@@ -54,7 +54,7 @@ from .manifest import (
     remove_stale_temporaries,
     write_mark_record,
 )
-from .mark import MarkConfig, _default_batch_size, image_seeds
+from .mark import MarkConfig, default_batch_size, image_seeds
 from .sources import ImageSource, SourceItem
 
 __all__ = ["mark_dataset", "select_marked", "output_names"]
@@ -257,7 +257,7 @@ def _publish(source: ImageSource, out: Path, marker: Any, key: Key, config: Mark
             # The plan (it reads the headers of the images to mark) is needed to mark, and to order marked rows
             # that did not come from one process in order.
             if todo or merged:
-                size = distributed.broadcast(batch_size or _default_batch_size(marker.spec.input_size))
+                size = distributed.broadcast(batch_size or default_batch_size(marker.spec.input_size))
                 plan = plan_batches(source, to_mark, size)
                 unreadable = [(item, message) for item, message in plan.unreadable if item.rel not in done]
                 if unreadable and not skip_bad:

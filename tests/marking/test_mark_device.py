@@ -28,7 +28,7 @@ from radioactive.augment import Augmentation
 from radioactive.detect.white_box import lstsq_reduced, prepare
 from radioactive.errors import ConfigError
 from radioactive.key import Key
-from radioactive.mark import MarkConfig, _default_batch_size, choose_batch_size, mark
+from radioactive.mark import MarkConfig, choose_batch_size, default_batch_size, mark
 from radioactive.marker import Marker
 from radioactive.nets import NetSpec, build_from_spec
 
@@ -144,7 +144,7 @@ def test_tf32_switches_are_set_inside_and_restored_after():
 
 def test_batch_size_rule_off_cuda_is_the_pixel_budget():
     marker = _marker()
-    assert choose_batch_size(marker, (1, 28, 28)) == _default_batch_size((28, 28)) == 512
+    assert choose_batch_size(marker, (1, 28, 28)) == default_batch_size((28, 28)) == 512
     big = Marker.from_model(build_from_spec(NetSpec("cnn", 4, input_size=(224, 224), kwargs={"width": 4})),
                             NetSpec("cnn", 4, input_size=(224, 224), kwargs={"width": 4}))
     assert choose_batch_size(big, (3, 224, 224)) == 10
