@@ -6,6 +6,7 @@
 - ``detect/``: detect/, endpoint;  ``report/``: report;  ``stats/``: stats
 - ``experiment/``: experiment/, demo;  ``cli/``: cli/ (commands end to end)
 - ``package/``: the public API, the wheel, _io, fuzzing of every parser
+- ``heldout/``: the held-out suite's scripts (``heldout/`` at the repository root, outside the package)
 
 Plain helper modules live in ``helpers/`` (``pythonpath = ["tests"]`` in pyproject.toml makes them
 importable as ``helpers.<module>``). The builders behind these fixtures are in ``helpers/tiny.py``, for tests

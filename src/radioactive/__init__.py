@@ -26,6 +26,7 @@ from .mark import MarkConfig, MarkResult, mark  # noqa: E402
 from .marker import Marker  # noqa: E402
 from .publish import mark_dataset  # noqa: E402
 from .sources import load_labelled, open_source  # noqa: E402
+from .twins import TwinSecret, mark_twins  # noqa: E402
 from .zoo import default_marker  # noqa: E402
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "MarkerInfo",
     "Probes",
     "RadioactiveError",
+    "TwinSecret",
     "Verdict",
     "WhiteboxSettings",
     "__version__",
@@ -47,6 +49,7 @@ __all__ = [
     "load_labelled",
     "mark",
     "mark_dataset",
+    "mark_twins",
     "open_source",
     "whitebox",
 ]

@@ -208,8 +208,9 @@ def _read_batch(source: ImageSource, batch: list[SourceItem], pin: bool
 
 def mark_share(source: ImageSource, out: Path, batches: list[list[SourceItem]], marker: Any, key: Key,
                config: MarkConfig, seed: int, names: dict[str, str], done: set[str], writer: ManifestWriter,
-               fail: Fail, progress: bool) -> None:
-    """Mark this rank's ``batches`` (each whole, as planned), writing the images not done yet.
+               fail: Fail, progress: bool, twins: Any = None) -> None:
+    """Mark this rank's ``batches`` (each whole, as planned), writing the images not done yet; with ``twins``
+    (a :class:`radioactive.twins.TwinSecret`) each image as the twin its secret coin names.
 
     The next batch is decoded in a background thread while the current one is optimised, and the marked PNGs
     of a batch are encoded and written by a small thread pool (PIL and file I/O release the GIL); a batch's
@@ -235,8 +236,12 @@ def mark_share(source: ImageSource, out: Path, batches: list[list[SourceItem]], 
                 if not kept:
                     continue
                 labels = torch.tensor([item.label for item in kept])
-                result = mark(marker, images, labels, key, config,
-                              seed=image_seeds(seed, [item.rel for item in kept]), batch_size=len(kept))
+                if twins is None:
+                    result = mark(marker, images, labels, key, config,
+                                  seed=image_seeds(seed, [item.rel for item in kept]), batch_size=len(kept))
+                else:
+                    result = twins.mark_published(marker, images, labels, key, config,
+                                                  ids=[item.rel for item in kept], batch_size=len(kept))
                 marked_u8 = torch.round(result.images * 255).to(torch.uint8).cpu()
                 new = [(index, item) for index, item in enumerate(kept) if item.rel not in done]
                 targets = [safe_target(out, names[item.rel]) for _, item in new]

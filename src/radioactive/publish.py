@@ -42,6 +42,7 @@ from .errors import ConfigError, DatasetError, ImageReadError, KeyMismatchError
 from .key import Key
 from .manifest import (
     MANIFEST_NAME,
+    RECORD_NAME,
     STAMPS_NAME,
     ManifestWriter,
     has_parts,
@@ -51,6 +52,7 @@ from .manifest import (
     part_paths,
     prepare_out,
     read_manifest_rows,
+    read_mark_record,
     remove_stale_temporaries,
     write_mark_record,
 )
@@ -143,6 +145,7 @@ def mark_dataset(
     link: str = "copy",
     progress: bool = True,
     verify: str = "stat",
+    twins: Any = None,
 ) -> dict[str, Any]:
     """Write the published dataset to ``out`` (see the module docstring); returns the summary.
 
@@ -152,6 +155,9 @@ def mark_dataset(
     Args:
         verify: how a rerun checks the rows already done: ``stat`` re-hashes only files whose stamp (size,
             mtime, ctime, inode) changed since they were hashed; ``full`` re-hashes every file.
+        twins: a :class:`radioactive.twins.TwinSecret` (saved by the caller beforehand) whose coins cover
+            exactly the selected images: each is published as the twin its coin names, and ``mark.json``
+            records the secret's fingerprint (never its seed or coins). See :func:`radioactive.twins.twin_secret_for`.
 
     Raises:
         KeyMismatchError: the key was made for another marker, or the dataset has more classes than the key.
@@ -182,12 +188,22 @@ def mark_dataset(
         raise ConfigError(f"--classes {wrong} are not classes of this dataset and key (0..{len(source.classes) - 1})")
     out = Path(out)
     _check_places(source, out)  # before creating anything
-    out.mkdir(parents=True, exist_ok=True)
     settings = _settings(source, key, fraction, classes, seed, config, link)
+    chosen = select_marked(source, fraction, classes, seed)
+    if twins is not None:
+        twins.check_key(key)
+        if set(twins.coins) != chosen:
+            raise ConfigError(f"the twin secret {twins.fingerprint} holds coins for {len(twins.coins)} images, not for "
+                              f"the {len(chosen)} this run selects; make it with twin_secret_for() and the same "
+                              "fraction, classes and seed")
+        settings["twins"] = twins.describe()
+    elif (out / RECORD_NAME).is_file() and read_mark_record(out).get("settings", {}).get("twins"):
+        raise ConfigError(f"{out} holds a run marked with twins; resume it with its twin secret ('radioactive mark "
+                          "--twins', twins= in the API), or use a new --out")
+    out.mkdir(parents=True, exist_ok=True)
     rank, world = distributed.rank_world()
     started = time.time()
     record = {"status": "running", "settings": settings, "key": key.describe(), "versions": versions()}
-    chosen = select_marked(source, fraction, classes, seed)
     names = output_names(source, chosen)
     with contextlib.ExitStack() as stack:
         # Rank 0 holds the lock for the whole run and alone touches the bookkeeping; the other ranks are
@@ -208,7 +224,7 @@ def mark_dataset(
         if rank != 0:
             done = {row["source"] for row in read_manifest_rows(out)} if (out / MANIFEST_NAME).is_file() else set()
         order = _publish(source, out, marker, key, config, seed, skip_bad, batch_size, link, progress, chosen,
-                         names, done, merged)
+                         names, done, merged, twins)
         if rank == 0:
             try:
                 if order is not None:
@@ -224,7 +240,8 @@ def mark_dataset(
 
 def _publish(source: ImageSource, out: Path, marker: Any, key: Key, config: MarkConfig, seed: int,
              skip_bad: bool, batch_size: int | None, link: str, progress: bool, chosen: set[str],
-             names: dict[str, str], done: set[str], merged: bool) -> Callable[[str, bool], Any] | None:
+             names: dict[str, str], done: set[str], merged: bool, twins: Any = None
+             ) -> Callable[[str, bool], Any] | None:
     """Every rank's share of the copying and marking. Returns the manifest's sort key when rows were added
     (None when nothing changed). ``merged``: the verified rows include those of an interrupted distributed
     run, whose order is unknown."""
@@ -266,7 +283,7 @@ def _publish(source: ImageSource, out: Path, marker: Any, key: Key, config: Mark
                     fail(item, ImageReadError(message))
                 pending = [batch for batch in plan.batches if any(item.rel not in done for item in batch)]
                 mark_share(source, out, pending[rank::world], marker, key, config, seed, names, done, writer,
-                           fail, progress)
+                           fail, progress, twins)
         except Exception as exc:
             error = exc
         distributed.agree(error)

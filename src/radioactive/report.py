@@ -15,9 +15,10 @@ import numpy as np
 
 from . import stats
 from ._io import atomic_write, atomic_write_bytes, atomic_write_json, versions
-from .detect.verdict import Verdict, format_p
+from .detect.verdict import Verdict, evidence_scale, evidence_words, format_p
 
-__all__ = ["write_json", "write_report", "plot_null_density", "plot_blackbox", "plot_null_trials"]
+__all__ = ["write_json", "write_report", "plot_null_density", "plot_blackbox", "plot_null_trials",
+           "plot_permutation_null", "permutation_null"]
 
 
 def _clean(obj: Any) -> Any:
@@ -115,6 +116,39 @@ def plot_blackbox(verdict: Verdict, path: str | os.PathLike) -> Path:
     return _save(fig, path)
 
 
+def permutation_null(verdict: Verdict, grid: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+    """The exact null law of the permutation test's statistic (sum over classes of the standardised value of a
+    uniformly chosen version), from the per-class values the verdict holds: ``(support, probabilities)``."""
+    pmf, offset = np.ones(1), 0
+    for score in verdict.classes:
+        values = np.array([score.statistic, *score.controls], dtype=np.float64)
+        spread = values.std(ddof=1) if len(values) > 1 and values.std() > 0 else 1.0
+        ticks = np.round((values - values.mean()) / spread / grid).astype(np.int64)
+        low = int(ticks.min())
+        pmf = np.convolve(pmf, np.bincount(ticks - low) / len(values))
+        offset += low
+    return (offset + np.arange(pmf.size)) * grid, pmf
+
+
+def plot_permutation_null(verdict: Verdict, path: str | os.PathLike) -> Path:
+    """The permutation test's observed statistic against its exact null law and the control sets' own values."""
+    plt = _figure()
+    support, pmf = permutation_null(verdict)
+    observed = float(verdict.details["sum_z"])
+    controls = np.array(verdict.details.get("control_sums", []), dtype=np.float64)
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    width = support[1] - support[0] if len(support) > 1 else 0.05
+    ax.plot(support, pmf / width, color="0.3", lw=1, label="exact null law (any version equally likely)")
+    if len(controls):
+        ax.plot(controls, np.zeros_like(controls), "|", color="0.45", ms=18, mew=1.5,
+                label=f"the {len(controls)} control carrier sets, each scored as if it were the key")
+    ax.axvline(observed, color="tab:red", lw=2, label=f"the key's carriers (log10 p = {verdict.log10_p:.2f})")
+    ax.set_xlabel("sum over classes of the standardised statistic")
+    ax.set_ylabel("density")
+    ax.legend(fontsize=7, loc="upper left")
+    return _save(fig, path)
+
+
 def plot_null_trials(verdict: Verdict, path: str | os.PathLike) -> Path:
     plt = _figure()
     null = np.array(verdict.null_trials["null_log10_p"], dtype=np.float64)
@@ -155,6 +189,15 @@ _ASSUMPTIONS_BLACK = (
 )
 
 
+_EVIDENCE_COLOURS = {"none": "#1b5e20", "weak": "#b26a00", "strong": "#b00020", "very strong": "#b00020"}
+_LEVELS_TEXT = (
+    f"Evidence levels: {evidence_scale()}; otherwise none. A p-value of 0.05 is weak evidence: whatever the alternative, it "
+    "raises the odds against H0 by a factor of at most about 2.5 (Sellke, Bayarri and Berger 2001), against about "
+    "53 at 1e-3 and 26,600 at 1e-6. An owner who audits many models, or runs several tests, must correct for "
+    "that (e.g. 20 audits at 1e-3 give a family-wise error of at most 2 %)."
+)
+
+
 def write_report(verdict: Verdict, folder: str | os.PathLike, *, command: dict[str, Any] | None = None) -> Path:
     """Write ``index.html``, PNG plots and ``verdict.json`` into ``folder``; returns the page's path."""
     folder = Path(folder)
@@ -164,15 +207,19 @@ def write_report(verdict: Verdict, folder: str | os.PathLike, *, command: dict[s
         images.append(("Null density and observed cosines", plot_null_density(verdict, folder / "null_density.png")))
     else:
         images.append(("True carriers vs control carrier sets", plot_blackbox(verdict, folder / "blackbox.png")))
+        if "control_sums" in verdict.details:
+            images.append(("The key among its control sets: the empirical null",
+                           plot_permutation_null(verdict, folder / "permutation_null.png")))
     if verdict.null_trials:
         images.append(("The real key among random keys", plot_null_trials(verdict, folder / "null_trials.png")))
     write_json(verdict, folder / "verdict.json", command=command)
     decision = "DETECTED" if verdict.detected else "NOT DETECTED"
-    colour = "#b00020" if verdict.detected else "#1b5e20"
+    colour = _EVIDENCE_COLOURS[verdict.evidence]
     facts = [
         ("test", verdict.test),
         ("p-value", f"{format_p(verdict.log10_p)} (log10 p = {verdict.log10_p:.3f}; z = {verdict.z:.2f})"),
-        ("significance level", f"{verdict.alpha:g}"),
+        ("evidence", evidence_words(verdict.log10_p)),
+        ("decision", f"{decision} at significance level {verdict.alpha:g}"),
         ("key fingerprint", verdict.key_fingerprint),
         ("model", verdict.model_sha256 or "not recorded"),
         ("counts", ", ".join(f"{k}: {v}" for k, v in verdict.counts.items())),
@@ -184,16 +231,28 @@ def write_report(verdict: Verdict, folder: str | os.PathLike, *, command: dict[s
         nt = verdict.null_trials
         facts.append(("null trials", f"the real key ranks {nt['rank']} among {nt['trials'] + 1} keys "
                                      f"(empirical p {nt['empirical_p']:.3g})"))
+    marking = verdict.details.get("marking")
+    if marking:
+        facts.append(("probes marked with", marking["summary"]))
+        if marking.get("warning"):
+            facts.append(("warning", marking["warning"]))
+    alone = verdict.details.get("reference_alone")
+    if alone:
+        facts.append(("reference alone", f"{alone['references']} reference model(s), {alone['statistic']}, against the "
+                                         f"controls: log10 p {alone['log10_p_upper']:.2f} (upper tail: likes the true "
+                                         f"set), {alone['log10_p_lower']:.2f} (lower tail: dislikes it)"))
     rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in facts)
+    if alone and alone["extreme"]:
+        rows += f"<tr><th>warning</th><td style='color:#b00020'>{html.escape(alone['note'])}</td></tr>"
     figures = "".join(f"<h2>{html.escape(title)}</h2><img src='{p.name}' alt='{html.escape(title)}'>" for title, p in images)
     assumptions = _ASSUMPTIONS_WHITE if verdict.test == "whitebox" else _ASSUMPTIONS_BLACK
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>radioactive: {html.escape(verdict.test)} verdict</title>
 <style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:.25em .6em;text-align:left}}img{{max-width:100%}}</style></head>
-<body><h1>Verdict: <span style="color:{colour}">{decision}</span> at alpha = {verdict.alpha:g}</h1>
+<body><h1>Evidence: <span style="color:{colour}">{html.escape(evidence_words(verdict.log10_p))}</span></h1>
 <table>{rows}</table>
-<h2>What the p-value means</h2><p>{html.escape(assumptions)}</p>
+<h2>What the p-value means</h2><p>{html.escape(assumptions)}</p><p>{html.escape(_LEVELS_TEXT)}</p>
 {figures}
 <h2>Per class</h2>{_table(verdict)}
 <p>Machine-readable: <a href="verdict.json">verdict.json</a>.</p>

@@ -34,6 +34,7 @@ __all__ = [
     "expected_log10_p",
     "cosine_for_log10_p",
     "binomial_interval",
+    "binomial_log_sf",
     "to_log10",
 ]
 
@@ -283,6 +284,31 @@ def cosine_for_log10_p(num_classes: int, target_log10_p: float, dim: int) -> flo
     if expected_log10_p(num_classes, -1.0, dim) <= target_log10_p:
         return -1.0
     return float(brentq(lambda m: expected_log10_p(num_classes, m, dim) - target_log10_p, -1.0, 1.0 - 1e-12, xtol=1e-10))
+
+
+def binomial_log_sf(successes: int, trials: int, prob: float = 0.5) -> float:
+    """log P(X >= successes) for X ~ Binomial(trials, prob), accurate far below 1e-300.
+
+    Uses P(X >= k) = I_prob(k, trials - k + 1) (the regularised incomplete beta) in logs where scipy's
+    ``binom.sf`` would underflow.
+
+    Examples:
+        >>> round(float(binomial_log_sf(1650, 3000) / np.log(10)), 2)
+        -7.63
+    """
+    from scipy.stats import binom
+
+    successes, trials = int(successes), int(trials)
+    if trials < 0 or not 0 < prob < 1:
+        raise ValueError(f"need trials >= 0 and 0 < prob < 1, got {trials} and {prob}")
+    if successes <= 0:
+        return 0.0
+    if successes > trials:
+        return -math.inf
+    tail = float(binom.sf(successes - 1, trials, prob))
+    if tail > 1e-280:
+        return math.log(tail)
+    return float(log_betainc(successes, trials - successes + 1, np.array(prob), np.array(1.0 - prob)))
 
 
 def binomial_interval(trials: int, prob: float, level: float = 0.99) -> tuple[int, int]:

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from .marker import Marker
 
 __all__ = [
+    "shipped_model",
     "DEFAULT_MARKER_NAME",
     "FMNIST_SPEC",
     "MARKER_RECIPE",
@@ -68,6 +69,25 @@ def default_marker_path() -> Path:
     if isinstance(resource, Path):
         return resource
     target = Path(_CACHE).expanduser() / "shipped" / DEFAULT_MARKER_NAME
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(resource.read_bytes())
+    return target
+
+
+def shipped_model(name: str) -> Path | None:
+    """A clean model shipped with the package (``radioactive/references/NAME``), or None.
+
+    The demo's clean reference models are shipped under the name its experiment cache would give them (a hash
+    of architecture, recipe, seed and training data), so they are used only where they are exactly what would
+    otherwise be trained: the auditor's clean models, independent of every key.
+    """
+    resource = resources.files("radioactive").joinpath("references", name)
+    if not resource.is_file():
+        return None
+    if isinstance(resource, Path):
+        return resource
+    target = Path(_CACHE).expanduser() / "shipped" / name
     if not target.is_file():
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(resource.read_bytes())

@@ -43,7 +43,7 @@ def test_best_case_and_verdict():
     assert abs(log_p / math.log(10) + 10 * math.log10(21)) < 1e-6
     suspect = {"margin": values.T.copy()}
     obs = Observations(pairs=tuple((k, k) for k in range(10)), counts=np.full(10, 5), suspect=suspect,
-                       reference={"margin": np.zeros((21, 10))}, output_kind="logits", source="fresh",
+                       references=({"margin": np.zeros((21, 10))},), output_kind="logits", source="fresh",
                        num_probes=50, key_fingerprint="x")
     verdict = exact_verdict(obs)
     assert verdict.test == "blackbox-perm-did"
@@ -54,7 +54,7 @@ def test_black_box_dispatches_perm():
     assert "perm" in COMBINATIONS
     values = np.random.default_rng(2).normal(size=(21, 10))
     obs = Observations(pairs=tuple((k, k) for k in range(10)), counts=np.full(10, 5), suspect={"margin": values},
-                       reference=None, output_kind="logits", source="fresh", num_probes=50, key_fingerprint="x")
+                       references=(), output_kind="logits", source="fresh", num_probes=50, key_fingerprint="x")
     verdict = verdict_from_observations(obs, combine="perm")
     assert verdict.test == "blackbox-perm"
     # The exact permutation test itself on the (classes, K + 1) values, not another combination.

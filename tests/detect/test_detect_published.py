@@ -81,7 +81,7 @@ def test_cli_refuses_contradicting_flags(published, capsys):
     tmp = published
     assert main(_cli(tmp, "--mark-steps", "90")) != 0
     err = capsys.readouterr().err
-    assert "--mark-steps 90 contradicts settings.config.steps = 3" in err and "Traceback" not in err
+    assert "--steps 90 contradicts settings.config.steps = 3" in err and "Traceback" not in err  # --mark-steps: older name
     assert main(_cli(tmp, "--mark-seed", "0")) != 0
     assert "--mark-seed 0 contradicts settings.seed = 5" in capsys.readouterr().err
     assert main(_cli(tmp, "--mark-steps", "3", "--mark-seed", "5", "--probes-per-class", "2")) == 0

@@ -183,7 +183,7 @@ def test_settings_are_validated_and_recorded():
     assert data["input_size"] == [24, 24] and data["class_map"] == [[0, 1], [1, 0]] and data["transform"] == "sigmoid"
     assert WhiteboxSettings().to_dict() == {
         "head": None, "alignment": "auto", "allow_marked": False, "input_size": None, "transform": None,
-        "class_map": None, "alpha": 0.05, "batch_size": 256, "null_trials": 0, "null_seed": None,
+        "class_map": None, "alpha": 0.001, "batch_size": 256, "null_trials": 0, "null_seed": None,
     }
     for bad, match in (({"input_size": (0, 4)}, "input_size"), ({"batch_size": 0}, "batch_size"),
                        ({"null_trials": -1}, "null_trials"), ({"alpha": 0.0}, "alpha"),

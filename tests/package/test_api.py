@@ -12,7 +12,7 @@ import radioactive
 # The product's main operations; internals (split_head, load_suspect, NetSpec) live in their modules.
 PUBLIC = {"Key", "MarkerInfo", "Marker", "MarkConfig", "MarkResult", "mark", "mark_dataset", "open_source",
           "load_labelled", "fashion_mnist_splits", "default_marker", "whitebox", "blackbox", "WhiteboxSettings",
-          "BlackboxSettings", "Verdict", "ClassScore", "Probes", "RadioactiveError"}
+          "BlackboxSettings", "Verdict", "ClassScore", "Probes", "RadioactiveError", "TwinSecret", "mark_twins"}
 INTERNAL = {"split_head", "load_suspect", "NetSpec", "random_key", "collect"}
 
 

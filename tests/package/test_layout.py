@@ -116,7 +116,7 @@ LAYERS = [
     {"fmnist", "_lists", "sources"},
     {"nets", "train"},
     {"key", "marker", "zoo"},
-    {"augment", "_device", "_optimise", "mark", "_shard", "publish"},
+    {"augment", "_device", "_optimise", "mark", "_shard", "publish", "twins"},
     {"detect"},
     {"endpoint", "report"},
     {"experiment", "demo"},

@@ -11,7 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 # Paths inside the repository start with one of its top-level folders; anything else (OUT/mark.json,
 # runs/demo/...) is a placeholder or an output of a command.
-TOP = ("src", "tests", "benchmarks", "docs", "scripts", "configs", "results", ".ci", "research", "markers")
+TOP = ("src", "tests", "benchmarks", "docs", "scripts", "configs", "results", ".ci", "research", "markers", "heldout")
 PATH = re.compile(r"(?<![\w./~-])((?:" + "|".join(re.escape(t) for t in TOP)
                   + r")/(?:[\w.-]+/)*[\w.-]+\.(?:py|md|json|toml|sh|png|safetensors|yaml|yml|jsonl))")
 OUTPUTS = {"results.md"}  # written by `radioactive experiment` into its output folder

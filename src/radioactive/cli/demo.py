@@ -23,11 +23,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     parser.add_argument("--fraction", type=float, default=0.10, help="fraction of training images marked (0.10)")
-    parser.add_argument("--epochs", type=int, default=2, help="training epochs of both models (2)")
-    parser.add_argument("--mark-steps", type=int, default=30, help="marking optimisation steps per image (30)")
+    parser.add_argument("--train-images", type=int, default=20_000,
+                        help="training images of both models, drawn from the 55k owner split (20000; 0: all)")
+    parser.add_argument("--epochs", type=int, default=4, help="training epochs of both models (4)")
+    parser.add_argument("--mark-steps", type=int, default=10, help="marking optimisation steps per image (10)")
+    parser.add_argument("--mark-lr", type=float, default=0.06, help="marking step size (0.06)")
     parser.add_argument("--arch", default="cnn", help="suspect architecture: cnn, resnet_narrow, ... (cnn)")
-    parser.add_argument("--probes", type=int, default=200, help="black-box probe images (200)")
-    parser.add_argument("--controls", type=int, default=9, help="black-box control carrier sets K (9)")
+    parser.add_argument("--probes", type=int, default=400, help="black-box probe images (400)")
+    parser.add_argument("--controls", type=int, default=20, help="black-box control carrier sets K (20)")
+    parser.add_argument("--references", type=int, default=4,
+                        help="clean reference models for difference in differences (4; 0: none)")
+    parser.add_argument("--null-trials", type=int, default=100,
+                        help="random keys scored by the white-box test as its empirical null (100)")
     parser.add_argument("--marker", default="default",
                         help="marking network checkpoint (default: the cached Fashion-MNIST marker)")
     parser.add_argument("--seed", type=int, default=0)
@@ -41,9 +48,16 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0 < args.fraction <= 1:
         raise ConfigError(f"--fraction must be in (0, 1] (0.10 for 10 %), got {args.fraction}")
+    for flag, value, low in (("--train-images", args.train_images, 0), ("--epochs", args.epochs, 1),
+                             ("--mark-steps", args.mark_steps, 1), ("--probes", args.probes, 10),
+                             ("--controls", args.controls, 1), ("--references", args.references, 0),
+                             ("--null-trials", args.null_trials, 0)):
+        if value < low:
+            raise ConfigError(f"{flag} must be at least {low}, got {value}")
     config = demo_config(fraction=args.fraction, epochs=args.epochs, arch=args.arch, seed=args.seed,
-                         mark_steps=args.mark_steps,
-                         probes=args.probes, num_controls=args.controls, marker=args.marker,
+                         mark_steps=args.mark_steps, mark_lr=args.mark_lr, train_images=args.train_images,
+                         probes=args.probes, num_controls=args.controls, reference_models=args.references,
+                         whitebox_null_trials=args.null_trials, marker=args.marker,
                          device=str(resolve_device(args.device)))
 
     def progress(line: str) -> None:

@@ -11,7 +11,10 @@ from typing import Any
 import torch
 
 from ..detect.settings import ALIGNMENTS, COMBINATIONS, OUTPUTS, STATISTICS
+from ..detect.verdict import DEFAULT_ALPHA
 from ..errors import ConfigError, DatasetError, ModelLoadError
+from ._marking_args import add_marking_args, probe_marking
+from ._twins import add_detect_twins_args, detect_twins
 
 log = logging.getLogger(__name__)
 HELD_OUT = "fashion-mnist:holdout"
@@ -35,7 +38,9 @@ def add_parser(subparsers: Any) -> None:
                         help="suspect: a radioactive checkpoint, weights (safetensors / state dict, with --arch), a TorchScript archive or a .pt2 "
                              "torch.export archive; for --black-box, optional when --endpoint is given")
     parser.add_argument("--arch", default=None, help="architecture of --model weights: cnn, resnet_narrow, mlp, "
-                        "torchvision:<name> or timm:<name>")
+                        "torchvision:<name>, timm:<name>, or your own package.module:callable / path/file.py:callable "
+                        "(imports and RUNS that code of yours, never code from the model file: it is called as "
+                        "callable(num_classes=N, in_channels=C) and gets [0, 1] images; see the README)")
     parser.add_argument("--num-classes", type=int, default=None, help="outputs of the suspect (default: the key's)")
     parser.add_argument("--head", default=None, help="dotted name of the suspect's final linear layer")
     parser.add_argument("--input-size", type=int, default=None, help="resize images to this size for the suspect")
@@ -47,7 +52,9 @@ def add_parser(subparsers: Any) -> None:
                         help="proceed (with a warning) when the reference folder holds marked images")
     parser.add_argument("--alignment", default="auto", choices=ALIGNMENTS)
     parser.add_argument("--class-map", default=None, help="key_class:output pairs, e.g. 0:0,2:1 (subset of classes)")
-    parser.add_argument("--alpha", type=float, default=0.05, help="significance level of the decision")
+    parser.add_argument("--alpha", type=float, default=DEFAULT_ALPHA,
+                        help="significance level of the decision (1e-3: 'strong' evidence; the verdict also states "
+                             "the evidence level: none, weak, strong, very strong)")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps ...")
     parser.add_argument("--null-trials", type=int, default=0,
@@ -75,39 +82,32 @@ def add_parser(subparsers: Any) -> None:
     black.add_argument("--combine", default="rank", choices=COMBINATIONS,
                        help="rank: exact rank p-values + Fisher; t: control t statistics + Stouffer; perm: exact "
                             "stratified permutation test of the summed standardised statistics")
-    black.add_argument("--reference-model", default=None,
-                       help="clean model trained by the auditor (difference in differences)")
-    black.add_argument("--reference-arch", default=None, help="architecture of --reference-model weights")
-    black.add_argument("--mark-steps", type=int, default=None,
-                       help="marking steps for fresh probes (default: MarkConfig's); with --published, read from mark.json")
-    black.add_argument("--mark-seed", type=int, default=None,
-                       help="marking seed for fresh probes (default 0); with --published, read from mark.json")
+    black.add_argument("--reference-model", action="append", default=None, metavar="FILE",
+                       help="clean model trained by the auditor (difference in differences); repeat it for several: "
+                            "their mean response is subtracted (each must be independent of the key)")
+    black.add_argument("--reference-arch", action="append", default=None, metavar="ARCH",
+                       help="architecture of --reference-model weights: once for all of them, or once per "
+                            "--reference-model, in the same order (names as --arch, your module:callable included)")
     black.add_argument("--cache-dir", default="~/.cache/radioactive/controls",
                        help="owner-only cache of marked control sets ('' to disable)")
+    add_marking_args(parser, for_probes=True)
+    add_detect_twins_args(parser)
     parser.set_defaults(func=run)
 
 
-def _load_model(path: str, arch: str | None, num_classes: int, device: torch.device) -> torch.nn.Module:
+def _load_model(path: str, arch: str | None, num_classes: int, device: torch.device, marker: Any = None
+                ) -> torch.nn.Module:
+    from ..mark import marker_channels
     from ..nets import load_suspect
 
+    channels = marker_channels(marker) if marker is not None else 1  # what a user --arch module:callable gets
     try:
-        model = load_suspect(path, arch=arch, num_classes=num_classes)
+        model = load_suspect(path, arch=arch, num_classes=num_classes, in_channels=channels)
     except ModelLoadError as exc:
         if "carries no architecture spec" in str(exc):
             raise ModelLoadError(f"{exc} (or pass a .pt2 torch.export or TorchScript archive)") from None
         raise
     return model.to(device).eval()
-
-
-def _marking(args: argparse.Namespace, key: Any) -> tuple[Any, int]:
-    """``(MarkConfig, seed)`` the probes are marked with: what --published's mark.json records, else the flags."""
-    from ..mark import MarkConfig
-
-    if args.published:
-        from ..detect.published import marking_settings
-
-        return marking_settings(args.published, key=key, steps=args.mark_steps, seed=args.mark_seed)
-    return (MarkConfig() if args.mark_steps is None else MarkConfig(steps=args.mark_steps)), args.mark_seed or 0
 
 
 def _probes(args: argparse.Namespace, key: Any) -> Any:
@@ -129,7 +129,20 @@ def _probes(args: argparse.Namespace, key: Any) -> Any:
                            "but fresh probes must never have been published; to test published images pass that "
                            "folder as --published")
     picks = first_per_class(fresh.labels, args.probes_per_class, num_classes=key.num_classes)
-    return Probes(fresh.images[picks], fresh.labels[picks])
+    # Marked like the data: each probe's augmentation stream from its id, as 'radioactive mark' seeds an image.
+    ids = [fresh.ids[i] for i in picks.tolist()] if probe_marking(args, key).source_ids else None
+    return Probes(fresh.images[picks], fresh.labels[picks], ids=ids)
+
+
+def _reference_archs(args: argparse.Namespace) -> list[str | None]:
+    """The architecture of each --reference-model: none given, one for all, or one per model."""
+    models, archs = args.reference_model or [], args.reference_arch or []
+    if archs and not models:
+        raise ConfigError("--reference-arch needs --reference-model (the weights it describes)")
+    if len(archs) > 1 and len(archs) != len(models):
+        raise ConfigError(f"{len(archs)} --reference-arch for {len(models)} --reference-model; give one "
+                          "--reference-arch for all of them, or one per --reference-model in the same order")
+    return list(archs) if len(archs) > 1 else [archs[0] if archs else None] * len(models)
 
 
 def _blackbox(args: argparse.Namespace, key: Any, marker: Any, device: torch.device, class_map: Any):
@@ -137,12 +150,14 @@ def _blackbox(args: argparse.Namespace, key: Any, marker: Any, device: torch.dev
     from ..detect.observations import model_predictor
     from ..nets import state_dict_sha256
 
-    config, seed = _marking(args, key)
+    marking = probe_marking(args, key)
     settings = BlackboxSettings(  # checked before any model or image is loaded
-        num_controls=args.controls, statistic=args.statistic, combine=args.combine, mark=config, seed=seed,
+        num_controls=args.controls, statistic=args.statistic, combine=args.combine, mark=marking.config,
+        seed=marking.seed, mark_origin=marking.origin,
         class_map=class_map, output=args.output, alpha=args.alpha, batch_size=args.batch_size,
         cache_dir=args.cache_dir or None, null_trials=args.null_trials, null_seed=args.null_seed,
     )
+    reference_archs = _reference_archs(args)
     num_classes = args.num_classes or key.num_classes
     size = (args.input_size, args.input_size) if args.input_size else None
     if args.endpoint:
@@ -153,15 +168,13 @@ def _blackbox(args: argparse.Namespace, key: Any, marker: Any, device: torch.dev
                            batch_size=min(args.batch_size, 64), output=args.output)
         model_id = args.endpoint
     elif args.model:
-        model = _load_model(args.model, args.arch, num_classes, device)
+        model = _load_model(args.model, args.arch, num_classes, device, marker)
         predict = model_predictor(model, input_size=size, device=device)
         model_id = state_dict_sha256(model)
     else:
         raise ConfigError("the black-box test needs --endpoint URL or --model FILE")
-    reference = None
-    if args.reference_model:
-        reference_model = _load_model(args.reference_model, args.reference_arch, num_classes, device)
-        reference = model_predictor(reference_model, input_size=size, device=device)
+    reference = [model_predictor(_load_model(path, arch, num_classes, device, marker), input_size=size, device=device)
+                 for path, arch in zip(args.reference_model or [], reference_archs)]
     return blackbox(predict, key, _probes(args, key), marker=marker, settings=replace(settings, model_id=model_id),
                     reference=reference)
 
@@ -177,7 +190,7 @@ def _whitebox(args: argparse.Namespace, key: Any, marker: Any, device: torch.dev
         allow_marked=args.allow_marked_reference, input_size=args.input_size, null_trials=args.null_trials,
         null_seed=args.null_seed,
     )
-    model = _load_model(args.model, args.arch, args.num_classes or key.num_classes, device)
+    model = _load_model(args.model, args.arch, args.num_classes or key.num_classes, device, marker)
     reference = load_labelled(args.reference, limit=args.reference_limit)
     marked = torch.full((len(reference),), reference.marked)
     return whitebox(model, key, reference.images, marker=marker, settings=settings, marked=marked)
@@ -194,7 +207,10 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     marker.to(device)
     class_map = parse_class_map(args.class_map)
-    verdict = (_blackbox if args.black_box else _whitebox)(args, key, marker, device, class_map)
+    if args.twins:
+        verdict = detect_twins(args, key, marker, device)
+    else:
+        verdict = (_blackbox if args.black_box else _whitebox)(args, key, marker, device, class_map)
     print(verdict.summary())
     if args.json_out:
         report.write_json(verdict, args.json_out, command=vars(args))

@@ -8,27 +8,17 @@ from __future__ import annotations
 
 import argparse
 import logging
-from fractions import Fraction
 
 from ..errors import ConfigError
+from ._marking_args import add_marking_args, mark_config
+from ._twins import add_mark_twins_args, describe_secret, mark_twin_secret
 
 log = logging.getLogger(__name__)
 
 _RANK_TIMEOUT_S = 24 * 3600
 
 
-def _pixel_value(text: str) -> float:
-    """``0.04`` or ``10/255``."""
-    try:
-        return float(Fraction(text)) if "/" in text else float(text)
-    except (ValueError, ZeroDivisionError):
-        raise argparse.ArgumentTypeError(f"expected a number like 0.04 or 10/255, got {text!r}") from None
-
-
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    from ..mark import MarkConfig
-
-    defaults = MarkConfig()
     parser = subparsers.add_parser(
         "mark",
         help="publish a marked copy of an image dataset",
@@ -60,18 +50,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="how a rerun checks the images already done: stat (re-hash only files whose size, "
                         "times or inode changed since they were hashed; default) or full (re-hash every file)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    group = parser.add_argument_group("marking settings")
-    group.add_argument("--steps", type=int, default=defaults.steps, help=f"optimisation steps (default {defaults.steps})")
-    group.add_argument("--lr", type=float, default=defaults.lr, help=f"step size (default {defaults.lr})")
-    group.add_argument("--epsilon", type=_pixel_value, default=defaults.epsilon,
-                       help=f"L-infinity radius, e.g. 10/255 (default {defaults.epsilon:.4f})")
-    group.add_argument("--min-psnr", type=float, default=defaults.min_psnr,
-                       help=f"PSNR floor in dB every marked image meets (default {defaults.min_psnr})")
-    group.add_argument("--lambda-ft", type=float, default=defaults.lambda_ft)
-    group.add_argument("--lambda-img", type=float, default=defaults.lambda_img)
-    group.add_argument("--augment", default=",".join(defaults.augment),
-                       help="differentiable augmentations while marking, in order: crop, flip, jpeg, blur, "
-                       f"resize, or none (default {','.join(defaults.augment)})")
+    add_marking_args(parser)  # the same flags as detect's, which marks its probes like the data
+    add_mark_twins_args(parser)
     parser.set_defaults(func=run)
 
 
@@ -93,17 +73,13 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from .. import distributed
-    from ..augment import build_augmentation
     from ..data import DEFAULT_MAX_PIXELS
     from ..key import Key
-    from ..mark import MarkConfig
     from ..publish import mark_dataset
     from ..sources import open_source
     from ..zoo import resolve_device, resolve_marker
 
-    augment = build_augmentation(args.augment, (8, 8)).names
-    config = MarkConfig(steps=args.steps, lr=args.lr, epsilon=args.epsilon, min_psnr=args.min_psnr,
-                        lambda_ft=args.lambda_ft, lambda_img=args.lambda_img, augment=augment)
+    config = mark_config(args)
     if args.batch_size is not None and args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
     key = Key.load(args.key)
@@ -120,10 +96,13 @@ def run(args: argparse.Namespace) -> int:
             log.info("key %s, marker %s, %d images in %d classes from %s%s", key.fingerprint, marker.spec.arch,
                      len(source), len(source.classes), source.description,
                      f", {placement.world} ranks" if placement.world > 1 else "")
+        classes = _classes(args.classes, source.classes)
+        twins = mark_twin_secret(args, source, key, classes)  # saved (owner-only) before any image is marked
         summary = mark_dataset(
             source, args.out, marker=marker, key=key, fraction=args.fraction, config=config,
-            classes=_classes(args.classes, source.classes), seed=args.seed, skip_bad=args.skip_bad,
+            classes=classes, seed=args.seed, skip_bad=args.skip_bad,
             batch_size=args.batch_size, link=args.link, progress=not args.no_progress, verify=args.verify,
+            twins=twins,
         )
         distributed.barrier()  # no rank leaves the group while another still uses it
     finally:
@@ -139,4 +118,6 @@ def run(args: argparse.Namespace) -> int:
           f"fresh augmentations {cosine}")
     for row in summary["bad_images"]:
         print(f"bad image: {row['error']}")
+    if twins is not None:
+        print(describe_secret(twins, args))
     return 0

@@ -33,7 +33,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, help="checkpoint to write (.safetensors)")
     parser.add_argument("--mode", default="scratch", choices=["scratch", "finetune", "linear_probe", "distill"])
     parser.add_argument("--arch", default="cnn",
-                        help="cnn, resnet_narrow, mlp, torchvision:<name>, timm:<name> (default cnn)")
+                        help="cnn, resnet_narrow, mlp, torchvision:<name>, timm:<name> (default cnn), or your own "
+                        "package.module:callable / path/file.py:callable: imports and RUNS that code of yours, called "
+                        "as callable(num_classes=N, in_channels=C) (in_channels only if it takes it); the checkpoint "
+                        "records module:callable, and reloading it (--init, detect) needs the same --arch")
     parser.add_argument("--init", help="checkpoint to start from (finetune, linear_probe)")
     parser.add_argument("--teacher", help="teacher checkpoint (distill)")
     parser.add_argument("--test", default=None,
@@ -81,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..nets import load_checkpoint, make_spec, save_checkpoint
+    from ..nets.user import is_user_arch
     from ..sources import load_labelled
     from ..train import TrainRecipe, dataset_fingerprint, fit
     from ..zoo import resolve_device
@@ -115,10 +119,11 @@ def run(args: argparse.Namespace) -> int:
             held = load_labelled(test_source, size=args.size or images.shape[-1], channels=images.shape[1])
             test = (held.images, held.labels)
         teacher = None
+        user_arch = args.arch if is_user_arch(args.arch) else None  # the code --arch agrees to run, if any
         if args.teacher:
-            teacher = load_checkpoint(args.teacher)[0].to(device)
+            teacher = load_checkpoint(args.teacher, user_arch=user_arch)[0].to(device)
         if args.init:
-            start, spec, _ = load_checkpoint(args.init)
+            start, spec, _ = load_checkpoint(args.init, user_arch=user_arch)
             start_point: Any = start.to(device)
             if spec.num_classes != num_classes:
                 from dataclasses import replace

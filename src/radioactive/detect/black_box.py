@@ -16,8 +16,13 @@ The pieces: :mod:`.probes` (probe images, their marked versions, the control-set
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
 from ..errors import ConfigError
 from ..key import Key
+from ..mark import MarkConfig
 from ..marker import Marker
 from .combine import verdict_from_observations
 from .null import with_null_trials
@@ -26,7 +31,31 @@ from .probes import Probes
 from .settings import BlackboxSettings
 from .verdict import Verdict
 
-__all__ = ["blackbox"]
+__all__ = ["blackbox", "marking_details"]
+
+DEFAULTS_WARNING = (
+    "the probes and control sets were marked with the library's default marking settings (MarkConfig()), which "
+    "may differ from how the data was marked; the test loses power when they do: give the marking run's "
+    "settings (command line: --marked-with OUT/mark.json)"
+)
+
+
+def marking_details(settings: BlackboxSettings, probes: Probes) -> dict[str, Any]:
+    """What the verdict records of how the probes' versions were marked: settings, seed, their origin, a
+    one-line summary, and a warning when fresh probes were marked with unstated library defaults."""
+    config = settings.mark
+    origin = settings.mark_origin
+    if origin is None:
+        origin = "library defaults" if config == MarkConfig() else "given by the caller"
+    augment = ",".join(config.augment) or "none"
+    out: dict[str, Any] = {
+        "config": config.to_dict(), "seed": settings.seed, "origin": origin,
+        "summary": f"steps {config.steps}, lr {config.lr:g}, epsilon {config.epsilon:.4f}, PSNR >= "
+                   f"{config.min_psnr:g} dB, augment {augment}, seed {settings.seed} ({origin})",
+    }
+    if settings.mark_origin is None and config == MarkConfig() and probes.published is None:
+        out["warning"] = DEFAULTS_WARNING
+    return out
 
 
 def blackbox(
@@ -36,7 +65,7 @@ def blackbox(
     *,
     marker: Marker,
     settings: BlackboxSettings | None = None,
-    reference: Predict | None = None,
+    reference: Predict | Sequence[Predict] | None = None,
 ) -> Verdict:
     """Test whether the model behind ``predict`` learned the key's carriers, from its outputs only.
 
@@ -48,10 +77,14 @@ def blackbox(
         marker: the marking network the key belongs to.
         settings: :class:`BlackboxSettings` (number of controls, statistic, combination, marking settings
             and seed, ...); default ``BlackboxSettings()``.
-        reference: predict function of a clean model trained by the auditor (difference in differences).
+        reference: predict function of a clean model trained by the auditor (difference in differences), or
+            a sequence of them: their mean response is subtracted, per class and version. The test stays exact
+            as long as every reference is independent of the key (trained without data marked with it).
 
     Returns:
         a :class:`Verdict`; its test is ``blackbox-rank`` / ``-t`` / ``-perm`` (``-did`` with a reference model).
+        With references, ``details["reference_alone"]`` holds their response alone against the controls
+        (exact permutation test, both tails; see :func:`radioactive.detect.combine.reference_alone`).
 
     Examples:
         >>> verdict = blackbox(predict, key, Probes(images, labels), marker=marker,
@@ -70,4 +103,5 @@ def blackbox(
                                          alpha=settings.alpha, model_id=settings.model_id)
 
     verdict = observe(key)
+    verdict = replace(verdict, details={**verdict.details, "marking": marking_details(settings, probes)})
     return with_null_trials(verdict, key, settings.null_trials, settings.null_seed, lambda k: observe(k).log10_p)

@@ -1,7 +1,8 @@
 """Combinations of the black-box observations into one p-value: ``rank``, ``t`` and ``perm``.
 
 Per class ``k`` the K + 1 values ``x_{k,0..K}`` (true carrier set first, then the controls; optionally minus
-a reference model's: difference in differences) are exchangeable under H0, and classes are independent.
+the mean of one or several reference models': difference in differences) are exchangeable under H0, and
+classes are independent.
 
 - ``rank``: the rank of the true set is uniform, ``p_k = rank / (K + 1)`` exactly; Fisher across classes
   (conservative for discrete ranks).
@@ -29,9 +30,14 @@ from ..errors import ConfigError
 from .common import log10, z_of
 from .observations import Observations, statistic_values
 from .settings import COMBINATIONS, STATISTICS, check_choice
-from .verdict import ClassScore, Verdict
+from .verdict import DEFAULT_ALPHA, ClassScore, Verdict, format_p
 
-__all__ = ["COMBINATIONS", "exact_verdict", "permutation_sum_log_p", "verdict_from_observations"]
+__all__ = ["COMBINATIONS", "REFERENCE_EXTREME", "exact_verdict", "permutation_sum_log_p", "reference_alone",
+           "verdict_from_observations"]
+
+# The references' response alone is called extreme when either tail of its exact permutation p-value against
+# the controls is at most this.
+REFERENCE_EXTREME = 0.05
 
 
 def _standardise(values: np.ndarray) -> np.ndarray:
@@ -77,6 +83,41 @@ def permutation_sum_log_p(values: np.ndarray, *, grid: float = 0.01) -> tuple[fl
     return float(math.log(min(1.0, tail))), z
 
 
+def _two_tails(values: np.ndarray, grid: float) -> tuple[float, float]:
+    """log10 p of the permutation test of ``values`` ``(C', K + 1)`` in the upper and in the lower tail."""
+    return (log10(permutation_sum_log_p(values, grid=grid)[0]), log10(permutation_sum_log_p(-values, grid=grid)[0]))
+
+
+def reference_alone(obs: Observations, statistic: str, *, grid: float = 0.01) -> dict[str, Any] | None:
+    """The reference models' combined (mean) response alone, against the controls: the exact permutation test
+    of :func:`permutation_sum_log_p` in both tails (None without references, or without this statistic).
+
+    The upper tail asks whether the references favour the true carrier set, the lower whether they disfavour
+    it. Difference in differences subtracts this one draw, so a reference that is extreme here shifts every
+    audit that uses this key and these references the same way: away from detection (upper tail) or towards
+    it (lower tail). Each audit stays exact; only independent keys make independent audits.
+    """
+    if not obs.references or statistic not in obs.reference:
+        return None
+    upper, lower = _two_tails(obs.reference[statistic].T, grid)
+    bound = math.log10(REFERENCE_EXTREME)
+    extreme = min(upper, lower) <= bound
+    if not extreme:
+        note = (f"the references alone are within the controls' range (both tails p > {REFERENCE_EXTREME:g})")
+    else:
+        tail, direction = ("upper", "away from detection") if upper <= lower else ("lower", "towards detection")
+        note = (f"the references alone sit in the {tail} tail of the controls (p = {format_p(min(upper, lower))}): "
+                f"every difference-in-differences audit that uses this key and these references is shifted "
+                f"{direction} by this same draw; each audit stays exact, but such audits are not independent")
+    out: dict[str, Any] = {"statistic": statistic, "references": len(obs.references), "log10_p_upper": upper,
+                           "log10_p_lower": lower, "extreme": bool(extreme), "threshold": REFERENCE_EXTREME,
+                           "note": note}
+    if len(obs.references) > 1:
+        out["per_reference"] = [dict(zip(("log10_p_upper", "log10_p_lower"), _two_tails(r[statistic].T, grid)))
+                                for r in obs.references if statistic in r]
+    return out
+
+
 def _verdict(obs: Observations, *, test: str, log_p: float, scores: tuple[ClassScore, ...], alpha: float,
              model_id: str | None, details: dict[str, Any]) -> Verdict:
     return Verdict(
@@ -102,13 +143,18 @@ def _class_scores(obs: Observations, log_ps: np.ndarray, zs: Any, values: np.nda
 
 
 def _describe(obs: Observations, statistic: str, combination: str, difference: bool) -> dict[str, Any]:
-    return {
+    out = {
         "statistic": statistic,
         "combination": combination,
         "difference_in_differences": bool(difference),
         "probe_source": obs.source,
         "output_kind": obs.output_kind,
     }
+    alone = reference_alone(obs, statistic)
+    if alone is not None:
+        out["reference_models"] = len(obs.references)
+        out["reference_alone"] = alone
+    return out
 
 
 def exact_verdict(
@@ -116,7 +162,7 @@ def exact_verdict(
     *,
     statistic: str = "margin",
     difference: bool | None = None,
-    alpha: float = 0.05,
+    alpha: float = DEFAULT_ALPHA,
     model_id: str | None = None,
     grid: float = 0.01,
 ) -> Verdict:
@@ -135,6 +181,8 @@ def exact_verdict(
                         difference)
     details.update(
         sum_z=float(z[:, 0].sum()),
+        # The empirical null at no cost: each control set scored as if it were the true one (same z's).
+        control_sums=[float(v) for v in z[:, 1:].sum(axis=0)],
         best_possible_log10_p=-len(obs.pairs) * math.log10(obs.num_controls + 1),
         per_class_note="per-class log10_p are the exact rank p-values",
     )
@@ -149,7 +197,7 @@ def verdict_from_observations(
     statistic: str = "margin",
     combine: str = "rank",
     difference: bool | None = None,
-    alpha: float = 0.05,
+    alpha: float = DEFAULT_ALPHA,
     model_id: str | None = None,
 ) -> Verdict:
     """One test on recorded observations.
@@ -159,8 +207,8 @@ def verdict_from_observations(
         statistic: ``margin`` (true-class log-probability minus the best other), ``prob`` (true-class
             probability), ``loss`` (minus the cross-entropy) or ``label`` (accuracy of predicted labels).
         combine: ``rank``, ``t`` or ``perm`` (see the module docstring).
-        difference: subtract the reference model's statistic (difference in differences); default: when a
-            reference model was recorded.
+        difference: subtract the reference models' mean statistic (difference in differences); default: when
+            a reference model was recorded.
         alpha: significance level of the decision.
         model_id: identifier of the suspect recorded in the verdict.
 

@@ -39,7 +39,7 @@ from ..marker import Marker
 from ..nets import state_dict_sha256
 from .common import ClassMap, as_float_images, model_device, resize, resolve_class_map
 from .null import with_null_trials
-from .verdict import Verdict
+from .verdict import DEFAULT_ALPHA, Verdict
 from .white_box import WhiteboxParts, verdict_from_parts
 
 __all__ = ["gradient_rows", "gradient_whitebox", "SCORES", "IMAGE_SETS"]
@@ -145,7 +145,7 @@ def gradient_whitebox(
     images_for: str = "own",
     normalize: bool = True,
     class_map: ClassMap = None,
-    alpha: float = 0.05,
+    alpha: float = DEFAULT_ALPHA,
     batch_size: int = 128,
     input_size: tuple[int, int] | None = None,
     transform: Callable[[torch.Tensor], torch.Tensor] | None = None,

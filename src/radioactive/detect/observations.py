@@ -1,8 +1,8 @@
 """What the suspect says about each marked version of the probes: per-class means of each statistic.
 
 :func:`collect` marks the probes with the true and K control carrier sets (:mod:`.probes`), queries the
-suspect (and optionally a reference model) on every version and keeps, per class and version, the mean of
-every statistic. The combinations (:mod:`.combine`) turn these :class:`Observations` into p-values; one
+suspect (and optionally one or several reference models) on every version and keeps, per class and
+version, the mean of every statistic. The combinations (:mod:`.combine`) turn these :class:`Observations` into p-values; one
 collection serves every statistic and combination.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +33,7 @@ __all__ = [
     "model_predictor",
     "output_scores",
     "per_image_statistics",
+    "reference_predictors",
     "statistic_values",
 ]
 
@@ -117,21 +118,59 @@ def per_image_statistics(values: np.ndarray, kind: str, targets: np.ndarray) -> 
 @dataclass(frozen=True, eq=False)
 class Observations:
     """Per-class means of each statistic on each version: ``suspect[stat]`` ``(K + 1, C')`` (row 0: the true
-    carriers), and the same for the reference model when one was given."""
+    carriers), and the same for each reference model given (``references``, in the order given; empty: none).
+    ``reference`` is what difference in differences subtracts: the references' mean, per class and version."""
 
     pairs: tuple[tuple[int, int], ...]
     counts: np.ndarray  # (C',) probes per tested class
     suspect: dict[str, np.ndarray]
-    reference: dict[str, np.ndarray] | None
+    references: tuple[dict[str, np.ndarray], ...]
     output_kind: str
     source: str
     num_probes: int
     key_fingerprint: str
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "references", tuple(self.references or ()))
+
     @property
     def num_controls(self) -> int:
         return next(iter(self.suspect.values())).shape[0] - 1
+
+    @property
+    def reference(self) -> dict[str, np.ndarray] | None:
+        """The references' combined response: per statistic their mean ``(K + 1, C')`` (None: no reference).
+
+        The same symmetric function of every version's values, so with references independent of the key the
+        K + 1 differences stay exchangeable; one reference is returned as recorded."""
+        if not self.references:
+            return None
+        if len(self.references) == 1:
+            return self.references[0]
+        shared = set.intersection(*(set(r) for r in self.references))
+        return {name: np.mean([r[name] for r in self.references], axis=0)
+                for name in self.references[0] if name in shared}
+
+
+def reference_predictors(reference: Predict | Sequence[Predict] | None) -> tuple[Predict, ...]:
+    """The reference models as a tuple of predict functions: None (or an empty sequence) -> none, one callable
+    -> one, a sequence of callables -> those, in order.
+
+    Raises:
+        ConfigError: anything else.
+    """
+    if reference is None:
+        return ()
+    if callable(reference):
+        return (reference,)
+    if isinstance(reference, Sequence) and not isinstance(reference, str | bytes):
+        refs = tuple(reference)
+        bad = [i for i, r in enumerate(refs) if not callable(r)]
+        if not bad:
+            return refs
+        raise ConfigError(f"reference models must be predict callables; items {bad} of reference are not")
+    raise ConfigError(f"reference must be None, a predict callable or a sequence of them, got {type(reference).__name__}")
 
 
 def _tested_classes(
@@ -164,7 +203,7 @@ def collect(
     *,
     marker: Marker,
     num_controls: int = 9,
-    reference: Predict | None = None,
+    reference: Predict | Sequence[Predict] | None = None,
     config: Any = None,
     seed: int = 0,
     class_map: ClassMap = None,
@@ -181,7 +220,8 @@ def collect(
         probes: the probe images (fresh, or published with their originals).
         marker: the marking network the key belongs to.
         num_controls: K, the number of control carrier sets.
-        reference: a clean model's predict function (difference in differences), or None.
+        reference: a clean model's predict function (difference in differences), a sequence of them (their
+            mean response is subtracted; each must be independent of the key), or None.
         config: the :class:`radioactive.MarkConfig` the versions are marked with (default ``MarkConfig()``).
         seed: the marking run's seed (per-image augmentation streams: :func:`radioactive.mark.image_seeds`).
         class_map: ``{key class: suspect output}`` (see :class:`radioactive.detect.BlackboxSettings`).
@@ -193,6 +233,7 @@ def collect(
     Returns:
         :class:`Observations` with ``(K + 1, C')`` per-class means of every statistic (row 0: true carriers).
     """
+    references = reference_predictors(reference)
     if num_controls < 1:
         raise ConfigError(f"num_controls must be >= 1, got {num_controls}")
     check_choice("output kind", output, OUTPUTS)
@@ -203,16 +244,14 @@ def collect(
     if labels.min() < 0 or labels.max() >= key.num_classes:
         raise DatasetError(f"probe labels must lie in [0, {key.num_classes}), got [{labels.min()}, {labels.max()}]")
     suspect_rows: dict[str, list[np.ndarray]] = {}
-    reference_rows: dict[str, list[np.ndarray]] = {}
+    reference_rows: list[dict[str, list[np.ndarray]]] = [{} for _ in references]
     pairs = None
     kind = output
     for _, images in marked_versions(marker, key, probes, num_controls=num_controls, config=config, seed=seed,
                                      cache_dir=cache_dir, batch_size=mark_batch_size):
-        for target, rows in ((predict, suspect_rows), (reference, reference_rows)):
-            if target is None:
-                continue
-            values, got_kind = output_scores(target, images, batch_size, output if target is predict else "auto")
-            if target is predict:
+        for position, (target, rows) in enumerate(((predict, suspect_rows), *zip(references, reference_rows))):
+            values, got_kind = output_scores(target, images, batch_size, "auto" if position else output)
+            if position == 0:  # the suspect
                 kind = got_kind
                 if pairs is None:
                     pairs, counts, targets, keep = _tested_classes(labels, key, values, got_kind, class_map)
@@ -224,7 +263,7 @@ def collect(
         pairs=tuple(pairs),
         counts=counts,
         suspect={name: np.stack(v) for name, v in suspect_rows.items()},
-        reference={name: np.stack(v) for name, v in reference_rows.items()} if reference is not None else None,
+        references=tuple({name: np.stack(v) for name, v in rows.items()} for rows in reference_rows),
         output_kind=kind,
         source=probes.source,
         num_probes=int(keep.sum()),
@@ -234,7 +273,7 @@ def collect(
 
 def statistic_values(obs: Observations, statistic: str, difference: bool | None) -> tuple[bool, np.ndarray]:
     """The per-class statistic of every version, ``(K + 1, C')`` (row 0: the true carriers), minus the
-    reference model's when ``difference`` (default: whenever a reference was recorded)."""
+    reference models' mean when ``difference`` (default: whenever a reference was recorded)."""
     if statistic not in obs.suspect:
         raise ConfigError(f"the model returns labels only; the statistic must be 'label', not {statistic!r}")
     difference = obs.reference is not None if difference is None else difference
@@ -242,5 +281,7 @@ def statistic_values(obs: Observations, statistic: str, difference: bool | None)
     if difference:
         if obs.reference is None:
             raise ConfigError("difference in differences needs a reference model")
+        if statistic not in obs.reference:
+            raise ConfigError(f"a reference model returns labels only; the statistic must be 'label', not {statistic!r}")
         values = values - obs.reference[statistic]
     return difference, values

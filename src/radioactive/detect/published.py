@@ -6,11 +6,15 @@ images were: the same :class:`radioactive.MarkConfig`, the same run seed and the
 augmentation streams derive from both). All three come from the folder itself: ``mark.json`` records the
 settings and the seed, ``manifest.jsonl`` the ids and which images were marked. Unmarked copies in the folder
 are left out (their "true" version would not be marked at all).
+
+:func:`marking_settings` also serves fresh probes (``detect --marked-with OUT/mark.json``): they and their
+control sets are then marked with the settings, seed and key of the run that marked the training data.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,22 +35,33 @@ def _recorded(record: dict[str, Any], field: str, folder: str | os.PathLike) -> 
     if not isinstance(settings, dict) or field not in settings:
         name = "settings" if not isinstance(settings, dict) else f"settings.{field}"
         raise ConfigError(
-            f"{os.fspath(folder)}/mark.json has no {name!r}; the control twins must be marked with the settings the "
-            "published images were marked with, so the test needs them: point --published at a folder written by "
-            "'radioactive mark'"
+            f"{os.fspath(folder)}/mark.json has no {name!r}; probes and control twins must be marked with the "
+            "settings the data was marked with, so the test needs them: point --published (or --marked-with) at a "
+            "folder written by 'radioactive mark'"
         )
     return settings[field]
 
 
+def _shown(value: Any) -> str:
+    """A setting as a command line writes it (augmentations comma-separated)."""
+    if isinstance(value, list | tuple):
+        return ",".join(str(v) for v in value) or "none"
+    return repr(value) if isinstance(value, str) else str(value)
+
+
 def marking_settings(folder: str | os.PathLike, *, key: Key | None = None, steps: int | None = None,
-                     seed: int | None = None) -> tuple[MarkConfig, int]:
+                     seed: int | None = None, given: Mapping[str, tuple[str, Any]] | None = None
+                     ) -> tuple[MarkConfig, int]:
     """The marking settings and run seed recorded in ``folder``'s ``mark.json``.
 
     Args:
-        folder: the output folder of ``radioactive mark`` (or :func:`radioactive.publish.mark_dataset`).
+        folder: the output folder of ``radioactive mark`` (or :func:`radioactive.publish.mark_dataset`), or the
+            path of its ``mark.json``.
         key: when given, the key the folder must have been marked with.
-        steps, seed: values the caller asked for (command line ``--mark-steps``, ``--mark-seed``); each must
+        steps, seed: values the caller asked for (command line ``--steps``, ``--mark-seed``); each must
             agree with the record.
+        given: ``{MarkConfig field: (flag, value)}``: more values the caller asked for (command line flags such
+            as ``{"lr": ("--lr", 0.02)}``); each must equal the record's.
 
     Returns:
         ``(MarkConfig, seed)``.
@@ -54,33 +69,41 @@ def marking_settings(folder: str | os.PathLike, *, key: Key | None = None, steps
     Raises:
         DatasetError: ``mark.json`` is missing or unreadable.
         ConfigError: naming the field, when the record lacks ``settings.config`` or ``settings.seed``, or
-            when ``steps`` or ``seed`` contradicts it.
+            naming the flag and both values when a value asked for contradicts it.
         KeyMismatchError: the folder was marked with another key.
     """
-    if not (Path(folder) / RECORD_NAME).is_file():
+    path = Path(folder)
+    if path.name != RECORD_NAME or path.is_dir():
+        path = path / RECORD_NAME
+    folder = path.parent
+    if not path.is_file():
         raise ConfigError(
-            f"{Path(folder) / RECORD_NAME} does not exist, so the settings the published images were marked with "
-            "(settings.config, settings.seed) are unknown; point --published at the output folder of "
-            "'radioactive mark', which records them there"
+            f"{path} does not exist, so the settings the data was marked with (settings.config, settings.seed) are "
+            "unknown; give the output folder of 'radioactive mark' (or its mark.json), which records them there"
         )
-    record = read_mark_record(folder)
+    record = read_mark_record(path)
     raw_config = _recorded(record, "config", folder)
     recorded_seed = _recorded(record, "seed", folder)
-    where = f"{os.fspath(folder)}/mark.json"
+    where = os.fspath(path)
     if not isinstance(raw_config, dict):
         raise ConfigError(f"{where}: settings.config must be the marking settings (an object), got {raw_config!r}")
     if isinstance(recorded_seed, bool) or not isinstance(recorded_seed, int):
         raise ConfigError(f"{where}: settings.seed must be an integer, got {recorded_seed!r}")
     config = MarkConfig.from_dict(raw_config)
-    if steps is not None and steps != config.steps:
-        raise ConfigError(f"--mark-steps {steps} contradicts settings.config.steps = {config.steps} in {where}; the "
-                          "twins must be marked like the published images: drop --mark-steps")
+    asked = dict(given or {})
+    if steps is not None:
+        asked.setdefault("steps", ("--steps", steps))
+    for field, (flag, value) in asked.items():
+        recorded = getattr(config, field)
+        if (tuple(value) if isinstance(value, list | tuple) else value) != recorded:
+            raise ConfigError(f"{flag} {_shown(value)} contradicts settings.config.{field} = {_shown(recorded)} in "
+                              f"{where}; probes and control sets must be marked like the data was: drop {flag}")
     if seed is not None and seed != recorded_seed:
-        raise ConfigError(f"--mark-seed {seed} contradicts settings.seed = {recorded_seed} in {where}; the twins "
-                          "must be marked like the published images: drop --mark-seed")
+        raise ConfigError(f"--mark-seed {seed} contradicts settings.seed = {recorded_seed} in {where}; probes and "
+                          "control sets must be marked like the data was: drop --mark-seed")
     fingerprint = record["settings"].get("key_fingerprint")
     if key is not None and fingerprint is not None and fingerprint != key.fingerprint:
-        raise KeyMismatchError(f"{where} says the folder was marked with key {fingerprint}, not with this key "
+        raise KeyMismatchError(f"{where} says the data was marked with key {fingerprint}, not with this key "
                                f"({key.fingerprint}); test it with the key it was marked with")
     return config, recorded_seed
 
@@ -112,7 +135,14 @@ def published_probes(folder: str | os.PathLike, published: LabelledImages, origi
 
     Raises:
         DatasetError: no marked image, or an original that is missing or differs in label or size.
+        ConfigError: the folder was marked with twins (secret streams and directions the control twins
+            cannot share): test it with the twins test, or with fresh probes.
     """
+    if (Path(folder) / RECORD_NAME).is_file() and read_mark_record(folder).get("settings", {}).get("twins"):
+        raise ConfigError(f"{os.fspath(folder)} was marked with twins ('radioactive mark --twins'): its images follow "
+                          "secret directions and streams that control-marked twins cannot share, so the carrier-level "
+                          "test cannot use them as probes; run the twins test (detect --twins SIDECAR) or use fresh "
+                          "--probes with --marked-with")
     marked_ids = {str(row["source"]) for row in read_manifest_rows(folder) if row.get("marked") and not row.get("bad")}
     rows = [i for i, ident in enumerate(published.ids) if ident in marked_ids]
     if not rows:

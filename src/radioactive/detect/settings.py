@@ -18,6 +18,7 @@ import torch
 
 from ..errors import ConfigError
 from ..mark import MarkConfig
+from .verdict import DEFAULT_ALPHA
 
 __all__ = ["WhiteboxSettings", "BlackboxSettings", "ALIGNMENTS", "STATISTICS", "COMBINATIONS", "OUTPUTS"]
 
@@ -64,7 +65,7 @@ class _Shared:
     """Options both tests take (see the subclasses)."""
 
     class_map: Mapping[int, int] | Sequence[tuple[int, int]] | None = None
-    alpha: float = 0.05
+    alpha: float = DEFAULT_ALPHA
     batch_size: int = 256
     null_trials: int = 0
     null_seed: int | None = None
@@ -99,7 +100,8 @@ class WhiteboxSettings(_Shared):
             otherwise), ``lstsq`` or ``identity``.
         class_map: ``{key class: suspect output}`` to test a subset of classes (when the suspect's number of
             outputs differs from the key's); kept as a tuple of pairs.
-        alpha: significance level of the decision.
+        alpha: significance level of the decision (default 1e-3: "strong" evidence, see
+            :data:`radioactive.detect.verdict.EVIDENCE_LEVELS`).
         allow_marked: proceed with a warning when the reference images are marked (otherwise refused).
         input_size: resize images to this ``(H, W)`` (or ``n``: ``(n, n)``) for the suspect (default: as given).
         transform: applied to image batches before the suspect (e.g. its own normalisation).
@@ -158,9 +160,14 @@ class BlackboxSettings(_Shared):
         mark: the :class:`radioactive.MarkConfig` the probes are marked with (for published probes: the
             settings the published images were marked with, as recorded in their ``mark.json``).
         seed: marking seed, the same for every version (for published probes: the seed they were marked with).
+        mark_origin: where ``mark`` and ``seed`` come from, recorded in the verdict (e.g. the path of the
+            marking run's ``mark.json``, or ``"command line"``). None with the default ``MarkConfig()``: fresh
+            probes are then marked with the library defaults, and the verdict warns that these may differ from
+            how the data was marked.
         class_map: ``{key class: suspect output}`` for a suspect with other outputs.
         output: what the suspect returns: ``auto``, ``logits``, ``probs`` or ``labels``.
-        alpha: significance level of the decision.
+        alpha: significance level of the decision (default 1e-3: "strong" evidence, see
+            :data:`radioactive.detect.verdict.EVIDENCE_LEVELS`).
         batch_size: images per query of the suspect.
         cache_dir: where marked control sets are cached (owner-only); None: no cache.
         model_id: identifier of the suspect recorded in the verdict (e.g. its URL or file hash).
@@ -174,6 +181,7 @@ class BlackboxSettings(_Shared):
     combine: str = "rank"
     mark: MarkConfig = field(default_factory=MarkConfig)
     seed: int = 0
+    mark_origin: str | None = None
     output: str = "auto"
     cache_dir: str | os.PathLike | None = None
     model_id: str | None = None
@@ -206,6 +214,7 @@ class BlackboxSettings(_Shared):
             "combine": self.combine,
             "mark": self.mark.to_dict(),
             "seed": self.seed,
+            "mark_origin": self.mark_origin,
             "output": self.output,
             "cache_dir": os.fspath(self.cache_dir) if self.cache_dir is not None else None,
             "model_id": self.model_id,

@@ -8,7 +8,8 @@ from typing import Any
 
 from ..errors import ConfigError
 
-__all__ = ["ClassScore", "Verdict", "format_p"]
+__all__ = ["DEFAULT_ALPHA", "EVIDENCE_LEVELS", "ClassScore", "Verdict", "evidence_level", "evidence_scale",
+           "evidence_words", "format_p"]
 
 
 def format_p(log10_p: float) -> str:
@@ -22,6 +23,49 @@ def format_p(log10_p: float) -> str:
     if log10_p > -300:
         return f"{10 ** log10_p:.2e}"
     return f"10^{log10_p:.1f}"
+
+
+# Evidence against H0 in words, strongest first: (level, the largest p-value that reaches it). Why these
+# thresholds: README, "How strong is the evidence?" (the Sellke-Bayarri-Berger bound on the Bayes factor:
+# at most about 2.5 at p = 0.05, 53 at 1e-3, 26,600 at 1e-6). Above the last threshold the level is "none".
+EVIDENCE_LEVELS: tuple[tuple[str, float], ...] = (("very strong", 1e-6), ("strong", 1e-3), ("weak", 0.05))
+# The default decision level: "strong" evidence, the level at which to tell an owner their model was trained
+# on your data (``alpha`` of the settings, of the gradient test and of ``radioactive detect --alpha``).
+DEFAULT_ALPHA = 1e-3
+
+
+def evidence_level(log10_p: float) -> str:
+    """The evidence level of a p-value given by its log10: ``none`` (p > 0.05), ``weak`` (1e-3 < p <= 0.05),
+    ``strong`` (1e-6 < p <= 1e-3) or ``very strong`` (p <= 1e-6); thresholds in :data:`EVIDENCE_LEVELS`.
+
+    Examples:
+        >>> evidence_level(-1.0), evidence_level(-2.0), evidence_level(-3.0), evidence_level(-6.0)
+        ('none', 'weak', 'strong', 'very strong')
+    """
+    if math.isnan(log10_p):
+        return "none"
+    for level, threshold in EVIDENCE_LEVELS:
+        if log10_p <= math.log10(threshold):
+            return level
+    return "none"
+
+
+def _threshold(p: float) -> str:
+    mantissa, _, exponent = f"{p:.0e}".partition("e")
+    return f"{p:g}" if p >= 0.01 else f"{mantissa}e{int(exponent)}"
+
+
+def evidence_words(log10_p: float) -> str:
+    """The evidence level with its threshold, for people: ``strong (p <= 1e-3)``, ``none (p > 0.05)``."""
+    level = evidence_level(log10_p)
+    if level == "none":
+        return f"none (p > {_threshold(EVIDENCE_LEVELS[-1][1])})"
+    return f"{level} (p <= {_threshold(dict(EVIDENCE_LEVELS)[level])})"
+
+
+def evidence_scale() -> str:
+    """The levels and their thresholds in one line: ``weak p <= 0.05, strong p <= 1e-3, very strong p <= 1e-6``."""
+    return ", ".join(f"{level} p <= {_threshold(threshold)}" for level, threshold in reversed(EVIDENCE_LEVELS))
 
 
 @dataclass(frozen=True)
@@ -111,6 +155,11 @@ class Verdict:
     def decision(self) -> str:
         return "detected" if self.detected else "not detected"
 
+    @property
+    def evidence(self) -> str:
+        """The evidence level of the p-value (:func:`evidence_level`): ``none``, ``weak``, ``strong``, ``very strong``."""
+        return evidence_level(self.log10_p)
+
     def with_null_trials(self, summary: dict[str, Any]) -> Verdict:
         return replace(self, null_trials=summary)
 
@@ -134,11 +183,22 @@ class Verdict:
         if self.classes:
             worst = min(self.classes, key=lambda c: c.log10_p)
             lines.append(f"classes     {len(self.classes)}; strongest class {worst.index} (log10 p {worst.log10_p:.2f})")
+        marking = self.details.get("marking")
+        if marking:
+            lines.append(f"marking     {marking['summary']}")
+            if marking.get("warning"):
+                lines.append(f"WARNING     {marking['warning']}")
         if self.null_trials:
             nt = self.null_trials
             lines.append(
                 f"null trials {nt['trials']} random keys: the real key ranks {nt['rank']} (empirical p {nt['empirical_p']:.3g})"
             )
+        alone = self.details.get("reference_alone")
+        if alone:
+            lines.append(f"reference   {alone['references']} model(s) alone vs controls: log10 p {alone['log10_p_upper']:.2f} "
+                         f"(likes the true set), {alone['log10_p_lower']:.2f} (dislikes it)"
+                         + (f"; EXTREME: {alone['note']}" if alone["extreme"] else ""))
+        lines.append(f"evidence    {evidence_words(self.log10_p)}")
         verdict = "DETECTED" if self.detected else "not detected"
         lines.append(f"decision    {verdict} at alpha = {self.alpha:g}")
         return "\n".join(lines)
@@ -152,6 +212,7 @@ class Verdict:
             "alpha": self.alpha,
             "detected": self.detected,
             "decision": self.decision,
+            "evidence": self.evidence,
             "key_fingerprint": self.key_fingerprint,
             "model_sha256": self.model_sha256,
             "counts": dict(self.counts),

@@ -28,7 +28,7 @@ from ..nets import split_head, state_dict_sha256
 from .common import ClassMap, iter_batches, log10, model_device, resize, resolve_class_map, z_of
 from .null import with_null_trials
 from .settings import ALIGNMENTS, WhiteboxSettings, check_choice
-from .verdict import ClassScore, Verdict
+from .verdict import DEFAULT_ALPHA, ClassScore, Verdict
 
 __all__ = ["align", "whitebox", "WhiteboxParts", "prepare", "score_rows", "verdict_from_parts"]
 
@@ -253,7 +253,7 @@ def prepare(
     )
 
 
-def verdict_from_parts(parts: WhiteboxParts, key: Key, *, alpha: float = 0.05) -> Verdict:
+def verdict_from_parts(parts: WhiteboxParts, key: Key, *, alpha: float = DEFAULT_ALPHA) -> Verdict:
     """Score prepared rows against ``key``'s carriers."""
     classes = [k for k, _ in parts.pairs]
     cosines, null_dim = score_rows(parts.rows, key.carriers[classes], key.basis)

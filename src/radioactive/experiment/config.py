@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from ..detect.settings import COMBINATIONS, STATISTICS
+from ..detect.verdict import DEFAULT_ALPHA
 from ..errors import ConfigError
 from ..mark import MarkConfig
 from ..train import MODES, TrainRecipe
@@ -66,14 +67,19 @@ class ModelSetting:
 class DetectSettings:
     """Which tests run and how. ``reference_images`` (white-box) and ``probes`` (black-box, fresh clean
     images) come from the held-out split, disjoint. ``reference_model``: train a clean model (``reference_arch``)
-    for the black-box difference in differences.
+    for the black-box difference in differences; ``reference_models`` = N > 1 trains N of them, each with its
+    own seed (:func:`radioactive.experiment.derive_seed` ``("reference_models", i)``; the first is the single
+    reference's), of the architectures ``reference_archs`` taken in turn (default: all ``reference_arch``), and
+    subtracts their mean response. ``alpha`` is the decision level (default 1e-3, "strong" evidence); the grid
+    reports p-values, so it only changes the counts of detected seeds.
 
     ``tests``: ``whitebox`` (the paper's test: least-squares alignment, cosine of each row with its carrier),
     ``gradient`` (:func:`radioactive.detect.gradient.gradient_whitebox` on the reference images, exact) and
     ``blackbox`` (``statistic`` and ``combine``). ``blackbox_variants`` (``"loss:perm"``, ...) are more
     black-box tests computed from the same observations, recorded as ``blackbox-<statistic>-<combine>``: they
     cost no extra marking or queries. ``gradient_reference_images`` > 0 runs the gradient test on the first
-    that many reference images only (it costs one suspect backward and one marker JVP per image and class).
+    that many reference images only (it costs one suspect backward and one marker JVP per image and class). ``whitebox_null_trials``
+    > 0 also scores that many random keys against the suspect (the white-box test's empirical null; cheap).
 
     ``published``: the black-box test on *published* probes — up to ``published_probes`` images per class of the
     smallest non-zero fraction's marked subset (published in every marked run, since subsets are nested), as
@@ -90,10 +96,13 @@ class DetectSettings:
     blackbox_variants: tuple[str, ...] = ()
     gradient_images: str = "all"
     gradient_reference_images: int = 0
+    whitebox_null_trials: int = 0
     published_probes: int = 50
     reference_model: bool = True
     reference_arch: str = "cnn"
-    alpha: float = 0.05
+    alpha: float = DEFAULT_ALPHA
+    reference_models: int = 1
+    reference_archs: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tests", tuple(self.tests))
@@ -113,6 +122,18 @@ class DetectSettings:
                                   f"{list(STATISTICS)} and combine in {list(COMBINATIONS)}")
         if self.gradient_images not in ("own", "all"):
             raise ConfigError(f"gradient_images must be 'own' or 'all', got {self.gradient_images!r}")
+        object.__setattr__(self, "reference_archs", tuple(self.reference_archs))
+        trials = self.whitebox_null_trials
+        if isinstance(trials, bool) or not isinstance(trials, int) or trials < 0:
+            raise ConfigError(f"whitebox_null_trials must be an integer >= 0, got {trials!r}")
+        count = self.reference_models
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise ConfigError(f"reference_models must be an integer >= 1, got {count!r}")
+        if len(self.reference_archs) > count:
+            raise ConfigError(f"{len(self.reference_archs)} reference_archs for reference_models = {count}; raise "
+                              "reference_models or list fewer architectures (they are taken in turn)")
+        if not self.reference_model and (count != 1 or self.reference_archs):
+            raise ConfigError("reference_models and reference_archs need reference_model = true")
 
     def variant_names(self, prefix: str = "blackbox") -> list[tuple[str, str, str]]:
         """(record name, statistic, combine) of every black-box test: the main one first."""
@@ -122,10 +143,26 @@ class DetectSettings:
             out.append((f"{prefix}-{statistic}-{combine}", statistic, combine))
         return out
 
+    def reference_arch_list(self) -> list[str]:
+        """The architecture of each reference model, in order (empty without ``reference_model``)."""
+        if not self.reference_model:
+            return []
+        archs = self.reference_archs or (self.reference_arch,)
+        return [archs[i % len(archs)] for i in range(self.reference_models)]
+
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["tests"] = list(self.tests)
         out["blackbox_variants"] = list(self.blackbox_variants)
+        # Left out at their defaults: the run ids of configurations written before they existed stay the same.
+        if self.reference_models == 1:
+            out.pop("reference_models")
+        if self.whitebox_null_trials == 0:
+            out.pop("whitebox_null_trials")
+        if self.reference_archs:
+            out["reference_archs"] = list(self.reference_archs)
+        else:
+            out.pop("reference_archs")
         return out
 
 

@@ -21,7 +21,7 @@ from ..marker import Marker
 from ..nets import NetSpec, load_checkpoint, make_spec, save_checkpoint
 from ..sources import load_labelled
 from ..train import TrainRecipe, dataset_fingerprint, fit
-from ..zoo import default_marker, resolve_device
+from ..zoo import default_marker, resolve_device, shipped_model
 from .config import ExperimentConfig, ModelSetting
 from .identity import content_hash, derive_seed
 
@@ -59,7 +59,7 @@ class Context:
         self.device = resolve_device(config.device)
         self._marker = marker
         self._data = _check_splits(data) if data is not None else None
-        self._reference_model: torch.nn.Module | None = None
+        self._reference_models: dict[int, torch.nn.Module] = {}
         self._train_fingerprint: str | None = None
 
     # -- data ---------------------------------------------------------------------------------------
@@ -228,27 +228,38 @@ class Context:
         """The spec of the network a ``finetune``/``linear_probe`` run starts from."""
         return self.marker.spec if model.init == "marker" else load_checkpoint(model.init)[1]
 
-    def reference_model(self) -> torch.nn.Module:
-        """The auditor's clean model (same recipe, ``reference_arch``, its own seed), trained once and cached."""
-        if self._reference_model is None:
+    def reference_model(self, index: int = 0) -> torch.nn.Module:
+        """The auditor's clean model number ``index`` (same recipe; ``reference_arch``, or the ``index``-th of
+        ``reference_archs`` in turn; its own seed), trained once and cached. Index 0 is the single reference."""
+        if index not in self._reference_models:
             config = self.config
+            archs = config.detect.reference_archs or (config.detect.reference_arch,)
+            arch = archs[index % len(archs)]
             recipe = TrainRecipe.from_dict({**config.train, "mode": "scratch"})
-            ident = content_hash({"arch": config.detect.reference_arch, "recipe": recipe.to_dict(),
-                                  "data": self.train_fingerprint()})
-            path = self.cache / f"reference-{ident}.safetensors"
-            if path.is_file():
-                model = load_checkpoint(path)[0]
+            seed = derive_seed("reference_models", index)
+            described = {"arch": arch, "recipe": recipe.to_dict(), "data": self.train_fingerprint()}
+            if index:  # the first keeps the single reference model's cache name
+                described["seed"] = seed
+            path = self.cache / f"reference-{content_hash(described)}.safetensors"
+            shipped = shipped_model(path.name)
+            if path.is_file() or shipped is not None:
+                model = load_checkpoint(path if path.is_file() else shipped)[0]
             else:
-                log.info("training the auditor's clean reference model (%s)", config.detect.reference_arch)
+                log.info("training the auditor's clean reference model %d (%s)", index, arch)
                 images, labels = self.data["owner"]
-                spec = make_spec(config.detect.reference_arch, self.num_classes, images)
-                result = fit(spec, images, labels, recipe=recipe, seed=derive_seed("reference_model"),
-                             device=self.device, test=self.data["test"])
-                save_checkpoint(result.model, path, spec, {"kind": "reference", "metrics": {
+                spec = make_spec(arch, self.num_classes, images)
+                result = fit(spec, images, labels, recipe=recipe, seed=seed, device=self.device,
+                             test=self.data["test"])
+                save_checkpoint(result.model, path, spec, {"kind": "reference", "seed": seed, "metrics": {
                     k: v for k, v in result.metrics.items() if k != "history"}})
                 model = result.model
-            self._reference_model = model.to(self.device).eval()
-        return self._reference_model
+            self._reference_models[index] = model.to(self.device).eval()
+        return self._reference_models[index]
+
+    def reference_models(self) -> list[torch.nn.Module]:
+        """Every reference model of the configuration (``reference_models`` of them; none without
+        ``reference_model``)."""
+        return [self.reference_model(i) for i in range(len(self.config.detect.reference_arch_list()))]
 
 
 def _positions(indices: torch.Tensor, wanted: torch.Tensor) -> torch.Tensor:

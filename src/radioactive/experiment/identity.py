@@ -35,6 +35,8 @@ SEED_PURPOSES: dict[str, Callable[[int], int]] = {
     "marking": lambda seed: seed,
     # The suspect's training: initialisation, batch order, augmentation.
     "training": lambda seed: seed,
+    # The random keys of the white-box test's empirical null (``whitebox_null_trials``).
+    "whitebox_null": lambda seed: 7_727 * seed + 11,
     # Experiment-wide (the grid seed is not used):
     # which images of a folder dataset are held out, never published (Fashion-MNIST's split uses seed 0 too);
     "holdout": lambda _seed: 0,
@@ -42,6 +44,9 @@ SEED_PURPOSES: dict[str, Callable[[int], int]] = {
     "train_subset": lambda _seed: 1,
     # the auditor's clean reference model, one per experiment, shared by every run.
     "reference_model": lambda _seed: 99_991,
+    # The i-th of several reference models (``reference_models`` > 1; the argument is i, not a grid seed);
+    # i = 0 is the single reference model's seed, so the first reference is that model.
+    "reference_models": lambda index: 99_991 + 1_000_033 * index,
 }
 EXPERIMENT_WIDE = frozenset({"holdout", "train_subset", "reference_model"})
 

@@ -71,7 +71,9 @@ def _detect(spec: RunSpec, context: Context, model: torch.nn.Module) -> dict[str
     verdicts: dict[str, Verdict] = {}
     if "whitebox" in detect.tests:
         verdicts["whitebox"] = whitebox(model, key, context.reference_images()[0], marker=marker,
-                                        settings=WhiteboxSettings(alpha=detect.alpha))
+                                        settings=WhiteboxSettings(
+                                            alpha=detect.alpha, null_trials=detect.whitebox_null_trials,
+                                            null_seed=derive_seed("whitebox_null", spec.seed)))
     if "gradient" in detect.tests:
         images, labels = context.reference_images()
         if detect.gradient_reference_images > 0:
@@ -79,7 +81,8 @@ def _detect(spec: RunSpec, context: Context, model: torch.nn.Module) -> dict[str
         verdicts["gradient"] = gradient_whitebox(model, key, (images, labels), marker=marker,
                                                  images_for=detect.gradient_images, alpha=detect.alpha)
     sources = [name for name in ("blackbox", "published") if name in detect.tests]
-    reference = model_predictor(context.reference_model()) if sources and detect.reference_model else None
+    # One reference: as recorded; several: their mean response is subtracted (difference in differences).
+    reference = [model_predictor(m) for m in context.reference_models()] if sources else None
     for source in sources:
         probes = Probes(*context.probes()) if source == "blackbox" else context.published_probes(spec.seed)
         # One marking of the probes and one pass of queries serve every black-box variant.

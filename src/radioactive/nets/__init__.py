@@ -3,8 +3,9 @@
 - :mod:`.archs`: built-in CPU-scale architectures, torchvision/timm by name, :class:`NetSpec`, :func:`make_spec`.
 - :mod:`.head`: :func:`split_head` finds a model's final linear layer and checks it reproduces the logits.
 - :mod:`.checkpoint`: the weight hash, checkpoints (safetensors + JSON spec), safe loading of suspects.
+- :mod:`.user`: architectures from the user's own code (``module:callable``), which building runs.
 
-Import direction: ``archs`` <- ``head``, ``archs`` <- ``checkpoint``. The names below are the public ones.
+Import direction: ``user`` <- ``archs`` <- ``head``, ``archs`` <- ``checkpoint``. The names below are the public ones.
 """
 
 from __future__ import annotations

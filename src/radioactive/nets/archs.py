@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, MissingDependencyError
+from .user import USER_SOURCE, build_user_model, is_user_arch
 
 # ---------------------------------------------------------------------------------------------------------
 # Built-in architectures (any input size thanks to adaptive pooling; features = input of `fc`).
@@ -138,18 +139,25 @@ class Normalize(nn.Module):
 
 def parse_arch(arch: str) -> tuple[str, str]:
     """``(source, name)`` of an architecture string: ``torchvision:<name>`` / ``timm:<name>`` / ``builtin:<name>``,
-    a built-in name (``cnn``, ``resnet_narrow``, ``mlp``), else a bare torchvision name."""
+    a built-in name (``cnn``, ``resnet_narrow``, ``mlp``), the user's ``module:callable`` or ``file.py:callable``
+    (source ``python``, name the whole string; see :mod:`radioactive.nets.user`), else a bare torchvision name."""
+    if is_user_arch(arch):
+        return USER_SOURCE, arch
     if ":" in arch:
         source, name = arch.split(":", 1)
         return source, name
     return ("builtin" if arch in ARCHITECTURES else "torchvision"), arch
 
 
+SOURCES = ("builtin", "torchvision", "timm", USER_SOURCE)
+
+
 @dataclass(frozen=True)
 class NetSpec:
     """How to rebuild a network: architecture name and arguments, classes, input format, preprocessing.
 
-    ``source`` is ``"builtin"``, ``"torchvision"`` or ``"timm"``. Images given to the built model are in
+    ``source`` is ``"builtin"``, ``"torchvision"``, ``"timm"`` or ``"python"`` (the user's own code: ``arch`` is
+    ``module:callable``; building runs it, see :mod:`radioactive.nets.user`). Images given to the built model are in
     [0, 1]; the model built by :func:`build_from_spec` starts with :class:`Normalize` (``mean``/``std``).
     """
 
@@ -166,8 +174,8 @@ class NetSpec:
     def __post_init__(self) -> None:
         if self.num_classes < 2:
             raise ConfigError(f"num_classes must be >= 2, got {self.num_classes}")
-        if self.source not in ("builtin", "torchvision", "timm"):
-            raise ConfigError(f"unknown model source {self.source!r}; choose from ['builtin', 'torchvision', 'timm']")
+        if self.source not in SOURCES:
+            raise ConfigError(f"unknown model source {self.source!r}; choose from {list(SOURCES)}")
         if len(self.mean) != len(self.std):
             raise ConfigError(
                 f"mean and std need one value per channel each, got {len(self.mean)} and {len(self.std)} values"
@@ -197,11 +205,14 @@ def build_model(
 ) -> nn.Module:
     """Build an untrained classifier (no normalisation layer) by name.
 
-    Built-in names: ``cnn``, ``resnet_narrow``, ``mlp``. Otherwise ``torchvision:<name>`` / ``timm:<name>``
+    Built-in names: ``cnn``, ``resnet_narrow``, ``mlp``. Otherwise ``torchvision:<name>`` / ``timm:<name>``,
+    the user's ``module:callable`` (imports and runs that code: :func:`radioactive.nets.user.build_user_model`)
     or a bare torchvision name. Weights are never downloaded here; load them with :func:`load_checkpoint`.
     """
     if source is None:
         source, arch = parse_arch(arch)
+    if source == USER_SOURCE:
+        return build_user_model(arch, num_classes, in_channels=in_channels, **kwargs)
     if source == "builtin":
         if arch not in ARCHITECTURES:
             raise ConfigError(f"unknown architecture {arch!r}; choose from {sorted(ARCHITECTURES)}")
@@ -212,8 +223,8 @@ def build_model(
         names = torchvision.models.list_models()
         if arch not in names:
             raise ConfigError(f"unknown architecture {arch!r}: neither built in ({', '.join(sorted(ARCHITECTURES))}) "
-                              "nor a torchvision model; see torchvision.models.list_models() for the names, or "
-                              "write timm:<name> for a timm model")
+                              "nor a torchvision model; see torchvision.models.list_models() for the names, "
+                              "write timm:<name> for a timm model, or module:callable for your own code")
         model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes, **kwargs)
         if in_channels != 3:
             warnings.warn(
@@ -228,12 +239,12 @@ def build_model(
             raise MissingDependencyError(f"architecture timm:{arch} needs timm, which is not installed; run: pip "
                                          "install 'radioactive[timm]'") from exc
         return timm.create_model(arch, pretrained=False, num_classes=num_classes, in_chans=in_channels, **kwargs)
-    raise ConfigError(f"unknown model source {source!r}; choose from ['builtin', 'torchvision', 'timm']")
+    raise ConfigError(f"unknown model source {source!r}; choose from {list(SOURCES)}")
 
 
 def build_from_spec(spec: NetSpec) -> nn.Sequential:
     """Normalize followed by the classifier; the classifier is ``model[1]`` and takes [0, 1] images."""
-    channels = spec.in_channels if spec.source == "builtin" else len(spec.mean)
+    channels = spec.in_channels if spec.source in ("builtin", USER_SOURCE) else len(spec.mean)
     net = build_model(spec.arch, spec.num_classes, in_channels=channels, source=spec.source, **spec.kwargs)
     return nn.Sequential(Normalize(spec.mean, spec.std), net)
 
@@ -243,17 +254,19 @@ def make_spec(
 ) -> NetSpec:
     """A :class:`NetSpec` for training ``arch`` on ``images`` ``(N, c, H, W)``: their size, channel count, and
     per-channel mean/std (measured on up to 10k images). ``arch`` is a built-in name, ``torchvision:<name>``,
-    ``timm:<name>`` or a bare torchvision name; non-built-in networks get 3 channels (grey is repeated)."""
+    ``timm:<name>``, the user's ``module:callable`` or a bare torchvision name; torchvision and timm networks get
+    3 channels (grey is repeated), the others the images' channel count."""
     source, name = parse_arch(arch)
     sample = images[: min(len(images), 10_000)]
     sample = sample.float().div_(255) if sample.dtype == torch.uint8 else sample.float()
     mean = sample.mean(dim=(0, 2, 3)).tolist()
     std = sample.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist()
     channels = images.shape[1]
-    if source != "builtin" and channels == 1:
+    own_channels = source in ("builtin", USER_SOURCE)
+    if not own_channels and channels == 1:
         mean, std = mean * 3, std * 3
     return NetSpec(
-        arch=name, num_classes=num_classes, in_channels=channels if source == "builtin" else 3,
+        arch=name, num_classes=num_classes, in_channels=channels if own_channels else 3,
         input_size=(images.shape[2], images.shape[3]), mean=tuple(round(v, 4) for v in mean),
         std=tuple(round(v, 4) for v in std), source=source, kwargs=dict(kwargs or {}),
     )

@@ -21,6 +21,7 @@ from torch import nn
 from .._io import atomic_write
 from ..errors import ModelLoadError
 from .archs import NetSpec, build_from_spec, parse_arch
+from .user import USER_SOURCE
 
 _PREFIXES = ("module.", "model.", "_orig_mod.")
 
@@ -106,18 +107,28 @@ def load_state_dict_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tenso
     return _strip_prefixes(dict(obj)), {}
 
 
-def load_checkpoint(path: str | os.PathLike, spec: NetSpec | None = None) -> tuple[nn.Sequential, NetSpec, dict[str, Any]]:
+def load_checkpoint(path: str | os.PathLike, spec: NetSpec | None = None, *, user_arch: str | None = None
+                    ) -> tuple[nn.Sequential, NetSpec, dict[str, Any]]:
     """Load a checkpoint written by :func:`save_checkpoint` (or weights plus an explicit ``spec``).
+
+    A file is never trusted to name code: a recorded spec whose architecture is the user's own code (source
+    ``python``, ``module:callable``) is used only when ``user_arch`` names the same architecture (the caller's
+    own ``--arch``); otherwise :class:`ModelLoadError`.
 
     Returns (model with its Normalize layer, in eval mode; spec; extra metadata).
     """
     state, metadata = load_state_dict_file(path)
     if spec is None:
-        if "radioactive.spec" not in metadata:
+        spec = recorded_spec(metadata)
+        if spec is None:
             raise ModelLoadError(
                 f"{str(path)!r} carries no architecture spec; give the architecture (e.g. --arch resnet18)"
             )
-        spec = NetSpec.from_dict(json.loads(metadata["radioactive.spec"]))
+        if spec.source == USER_SOURCE and spec.arch != user_arch:
+            raise ModelLoadError(
+                f"{str(path)!r} records its architecture as the user code {spec.arch!r}; radioactive never runs code "
+                f"a weights file names: to run that code yourself, pass --arch {spec.arch} (API: user_arch=)"
+            )
     extra = json.loads(metadata.get("radioactive.extra", "{}"))
     model = build_from_spec(spec)
     target = model.state_dict()
@@ -128,6 +139,24 @@ def load_checkpoint(path: str | os.PathLike, spec: NetSpec | None = None) -> tup
     model.load_state_dict(state)
     model.eval()
     return model, spec, extra
+
+
+def recorded_spec(metadata: dict[str, str]) -> NetSpec | None:
+    """The :class:`NetSpec` a checkpoint's header records (None when it records none)."""
+    if "radioactive.spec" not in metadata:
+        return None
+    return NetSpec.from_dict(json.loads(metadata["radioactive.spec"]))
+
+
+def _header_spec(path: Path) -> NetSpec | None:
+    """The spec in a safetensors file's header, read without its tensors (None: none, or not safetensors)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return recorded_spec(dict(handle.metadata() or {}))
+    except Exception:
+        return None
 
 
 def _check_state(path: str | os.PathLike, state: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> None:
@@ -223,13 +252,21 @@ def is_torchscript(path: Path) -> bool:
 
 
 def load_suspect(
-    path: str | os.PathLike, *, arch: str | None = None, num_classes: int | None = None, spec: NetSpec | None = None
+    path: str | os.PathLike, *, arch: str | None = None, num_classes: int | None = None, spec: NetSpec | None = None,
+    in_channels: int = 1,
 ) -> nn.Module:
     """Load an untrusted suspect model without executing code from the file.
 
     Accepts a radioactive checkpoint, safetensors or a ``weights_only`` state dict with ``arch`` (builtin,
-    ``torchvision:``/``timm:`` name) and ``num_classes``, a ``torch.export`` archive (``.pt2``), or a TorchScript archive (``torch.jit.save``). The last two are
+    ``torchvision:``/``timm:`` name, or the caller's own ``module:callable``) and ``num_classes``, a
+    ``torch.export`` archive (``.pt2``), or a TorchScript archive (``torch.jit.save``). The last two are
     frozen graphs without ``nn.Linear`` modules: black-box tests only.
+
+    ``arch="module:callable"`` imports and runs the caller's code (:mod:`radioactive.nets.user`), never code
+    named by the file: the network is ``callable(num_classes=num_classes, in_channels=in_channels)`` and gets
+    the images as given, in [0, 1] (no normalisation added), unless the file is a checkpoint ``radioactive
+    train --arch`` wrote with that same ``module:callable``, whose recorded spec (normalisation included) is
+    used. ``in_channels``: channels of the images the test gives (1 for grey).
     """
     path = Path(path)
     if is_torchscript(path):
@@ -251,7 +288,14 @@ def load_suspect(
             raise ModelLoadError(f"architecture {arch!r} given without the number of classes; give both "
                                  "(--arch NAME --num-classes N)")
         source, name = parse_arch(arch)
-        if source == "builtin":
+        if source == USER_SOURCE:
+            recorded = _header_spec(path)
+            if recorded is not None and recorded.source == USER_SOURCE and recorded.arch == name:
+                return load_checkpoint(path, recorded)[0]
+            identity = (0.0,) * in_channels, (1.0,) * in_channels
+            spec = NetSpec(arch=name, num_classes=num_classes, in_channels=in_channels, mean=identity[0],
+                           std=identity[1], source=source)
+        elif source == "builtin":
             spec = NetSpec(arch=name, num_classes=num_classes, source=source)
         else:
             spec = NetSpec(
