@@ -23,6 +23,7 @@ from ._io import atomic_write, atomic_write_bytes, atomic_write_json
 from .detect.verdict import evidence_level, evidence_scale
 from .experiment import Context, ExperimentConfig, RunSpec, config_from_dict, run_one
 from .experiment.context import Splits
+from .experiment.identity import derive_seed
 from .experiment.run import check_architectures
 from .marker import Marker
 from .nets import save_checkpoint
@@ -66,7 +67,7 @@ def demo_config(
     The headline is the black-box test: the margin statistic, exact permutation combination, difference in
     differences against ``reference_models`` clean models trained like the suspect (0: no reference). The
     white-box test runs too, with ``whitebox_null_trials`` random keys as its empirical null. The defaults fit
-    about 5 minutes on 2 CPU cores (``benchmarks/results/demo.json``)."""
+    about 4 minutes on 2 CPU cores (``benchmarks/results/demo_seeds.json``)."""
     detect: dict[str, Any] = {
         "tests": ["blackbox", "whitebox"], "statistic": "margin", "combine": "perm",
         "blackbox_variants": ["loss:perm"], "reference_images": reference_images, "probes": probes,
@@ -163,7 +164,7 @@ def describe(config: ExperimentConfig, records: dict[str, dict[str, Any]] | None
         + (f" ({marked} images)" if marked is not None else "")
         + f" with a secret key: {mark.steps} steps at lr {mark.lr:g}, every image at PSNR >= {mark.min_psnr:g} dB",
         f"trainer:  {config.models[0].arch} from scratch, {train.get('epochs')} epochs (SGD, cosine, crop + flip): the "
-        "suspect on the published images, the clean control on the original images",
+        "suspect on the published images, the clean control (its own seed) on the original images",
         f"auditor:  black-box (headline): {detect.statistic} statistic, exact permutation combination, {reference}; "
         f"{detect.probes} fresh held-out probes (about {per_class} per class), K = {detect.num_controls} control "
         "carrier sets; its empirical null is the control sets, each scored as if it were the key",
@@ -324,7 +325,8 @@ def run_demo(
         what = f"{100 * fraction:g} % marked" if fraction else "clean"
         say(f"{name}: marking, training ({what} data, {config.train.get('epochs')} epochs) and testing")
         spec = RunSpec.of(config, fraction=fraction, model=model_setting, seed=seed)
-        record = run_one(spec, context, keep_model=True, progress=say)
+        training_seed = derive_seed("control_training", seed) if name == "control" else None
+        record = run_one(spec, context, keep_model=True, progress=say, training_seed=training_seed)
         model = record.pop("_model")
         model_spec = record.pop("_spec")
         verdicts[name] = record.pop("_verdicts")

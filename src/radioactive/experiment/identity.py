@@ -35,6 +35,8 @@ SEED_PURPOSES: dict[str, Callable[[int], int]] = {
     "marking": lambda seed: seed,
     # The suspect's training: initialisation, batch order, augmentation.
     "training": lambda seed: seed,
+    # The demo's clean control: its own training seed, not the suspect's (see experiment.run_one).
+    "control_training": lambda seed: 1_000_037 * seed + 5,
     # The random keys of the white-box test's empirical null (``whitebox_null_trials``).
     "whitebox_null": lambda seed: 7_727 * seed + 11,
     # Experiment-wide (the grid seed is not used):

@@ -97,10 +97,14 @@ def _detect(spec: RunSpec, context: Context, model: torch.nn.Module) -> dict[str
     return verdicts
 
 
-def run_one(spec: RunSpec, context: Context, *, keep_model: bool = False, progress: Progress | None = None
-            ) -> dict[str, Any]:
+def run_one(spec: RunSpec, context: Context, *, keep_model: bool = False, progress: Progress | None = None,
+            training_seed: int | None = None) -> dict[str, Any]:
     """Mark, train, detect: one run of the grid. Returns its JSON record (and, when ``keep_model``, the model,
     its spec and the verdicts under ``_model``, ``_spec`` and ``_verdicts``).
+
+    ``training_seed`` replaces the grid's paired training seed (``derive_seed("training", spec.seed)``, the
+    same at every fraction); the demo's clean control takes its own, so that it does not share the suspect's
+    initialisation and batch order (and with them the same draw of the response to the key's carriers).
 
     ``progress`` receives a line after each stage (marking, training, tests)."""
     say = progress or (lambda _line: None)
@@ -117,7 +121,8 @@ def run_one(spec: RunSpec, context: Context, *, keep_model: bool = False, progre
     start_train = time.perf_counter()
     start_point, teacher = context.start_point(spec.model)
     result = fit(start_point, published, labels, recipe=context.config.recipe(spec.model),
-                 seed=derive_seed("training", spec.seed), test=context.data["test"], teacher=teacher,
+                 seed=derive_seed("training", spec.seed) if training_seed is None else training_seed,
+                 test=context.data["test"], teacher=teacher,
                  device=context.device, num_classes=context.num_classes)
     model = result.model
     train_seconds = time.perf_counter() - start_train

@@ -1,0 +1,63 @@
+"""Train (or take from a demo's cache) the demo's clean reference models and ship them as package data.
+
+    .venv/bin/python scripts/ship_demo_references.py [--out runs/demo]
+
+The demo's black-box test subtracts the response of clean reference models trained like its suspect (the
+auditor's own models: clean images only, independent of every key). The experiment cache names each by a
+hash of its architecture, recipe, seed and training data; :func:`radioactive.zoo.shipped_model` finds a
+shipped file under that same name, so a shipped model is used only where it is exactly what the demo would
+otherwise train (another --epochs or --train-images trains its own). This script runs the demo's context with
+its default settings, trains whatever is missing from ``OUT/cache`` and copies the files into
+``src/radioactive/references/``, with a README row per model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(ROOT / "runs" / "demo"), help="the demo's output folder (its cache)")
+    args = parser.parse_args()
+
+    from radioactive.demo import demo_config
+    from radioactive.experiment import Context
+    from radioactive.nets import load_checkpoint, state_dict_sha256
+
+    config = demo_config()
+    context = Context(config, args.out)
+    context.reference_models()  # trains what the cache lacks
+    target = ROOT / "src" / "radioactive" / "references"
+    target.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for path in sorted(Path(context.cache).glob("reference-*.safetensors")):
+        model, spec, extra = load_checkpoint(path)
+        shutil.copyfile(path, target / path.name)
+        metrics = extra.get("metrics", {})
+        rows.append(f"| `{path.name}` | {spec.arch} | {extra.get('seed', 'single-reference seed')} | "
+                    f"{100 * metrics.get('test_accuracy', float('nan')):.2f} % | "
+                    f"`{state_dict_sha256(model.state_dict())[:16]}` |")
+    readme = target / "README.md"
+    readme.write_text(
+        "# Shipped clean reference models (package data)\n\n"
+        "The demo's auditor subtracts the response of these clean models (difference in differences). Each is the\n"
+        "built-in `cnn` trained by `radioactive.train.fit` on the demo's 20,000 clean training images (a fixed subset of\n"
+        "the 55k owner split) with the demo's recipe, one seed each: models independent of every key. The file\n"
+        "name is the hash the experiment cache gives the same model, so the demo uses them only at its default\n"
+        "settings. Regenerate with `.venv/bin/python scripts/ship_demo_references.py`.\n\n"
+        f"Recipe: `{json.dumps(config.train)}` on top of `radioactive.train.TrainRecipe`'s defaults.\n\n"
+        "| file | arch | seed | test accuracy | weights sha256 (first 16) |\n|---|---|---|---|---|\n"
+        + "\n".join(rows) + "\n"
+    )
+    print(f"shipped {len(rows)} reference models into {target}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
