@@ -65,10 +65,16 @@ def default_marker_path() -> Path:
     Package data lies on disk for wheel and editable installs; from a zipped install it is copied once to
     ``~/.cache/radioactive/markers`` so that a real path can be returned.
     """
-    resource = resources.files("radioactive").joinpath("markers", DEFAULT_MARKER_NAME)
+    return _package_file("markers", DEFAULT_MARKER_NAME)
+
+
+def _package_file(folder: str, name: str) -> Path:
+    """The path of package data ``radioactive/FOLDER/NAME``: on disk for wheel and editable installs, copied once
+    to ``~/.cache/radioactive/shipped`` from a zipped install."""
+    resource = resources.files("radioactive").joinpath(folder, name)
     if isinstance(resource, Path):
         return resource
-    target = Path(_CACHE).expanduser() / "shipped" / DEFAULT_MARKER_NAME
+    target = Path(_CACHE).expanduser() / "shipped" / name
     if not target.is_file():
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(resource.read_bytes())
@@ -82,16 +88,9 @@ def shipped_model(name: str) -> Path | None:
     of architecture, recipe, seed and training data), so they are used only where they are exactly what would
     otherwise be trained: the auditor's clean models, independent of every key.
     """
-    resource = resources.files("radioactive").joinpath("references", name)
-    if not resource.is_file():
+    if not resources.files("radioactive").joinpath("references", name).is_file():
         return None
-    if isinstance(resource, Path):
-        return resource
-    target = Path(_CACHE).expanduser() / "shipped" / name
-    if not target.is_file():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(resource.read_bytes())
-    return target
+    return _package_file("references", name)
 
 
 def _checkpoint_sha256(path: Path) -> str:
