@@ -22,6 +22,14 @@ Suspects, two ways:
    ``--model`` (cached under ``OUT/cache/probe-mismatch``; the grid itself keeps no suspect), and the grid's
    fresh probes (``probes`` holdout images after the white-box reference images).
 
+3. The held-out suite's suspects (``--from-heldout OUT``, heldout/run_suite.py's output): every run record of
+   the grid seeds given (``--seeds``, default 0) with its key, the suite's probes, control count, reference
+   model and marking seed; the ``config`` variant then reuses the suite's cached marked probes
+   (``OUT/cache/probes``), so only the ``defaults`` variant is marked anew (500 probes x 21 versions x 90
+   steps per key, about 11 min on 2 cores):
+       flock /tmp/radioactive-heavy.lock nice -n 10 .venv/bin/python benchmarks/bench_probe_mismatch.py \\
+           --from-heldout results/heldout --seeds 0
+
 Full run (heavy, about 20-25 min per seed on 2 cores at ~1,400 image-steps/s: the grid's marked subset, 11k
 images x 30 steps, unless OUT/cache holds it; 500 probes x 21 versions at 30 and at 90 steps; two 3-epoch cnn
 suspects; the reference model once):
@@ -163,6 +171,43 @@ def from_experiment(args: argparse.Namespace, marks: dict[str, MarkConfig]) -> t
     return rows, setup
 
 
+def from_heldout(args: argparse.Namespace, marks: dict[str, MarkConfig]) -> tuple[list[dict[str, Any]], dict]:
+    """The held-out suite's suspects (the seeds in ``args.seeds``), scored with the suite's own probes and reference."""
+    import importlib.util
+
+    from radioactive.key import Key
+    from radioactive.zoo import resolve_marker
+
+    spec = importlib.util.spec_from_file_location("bench_references", ROOT / "benchmarks" / "bench_references.py")
+    bench_references = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_references)
+    out = Path(args.from_heldout)
+    suspects, reference_paths, shared = bench_references.from_heldout(out)
+    suspects = [s for s in suspects if s["name"].rsplit("-s", 1)[1] in {str(seed) for seed in args.seeds}]
+    device = torch.device("cpu")
+    references = [bench_references.load_model({"weights": path}, 10, device) for path in reference_paths]
+    args.controls = args.controls or shared["controls"]
+    args.probe_slice, args.probes = shared["probe_slice"], shared.get("probes", "fashion-mnist:holdout")
+    rows = []
+    markers: dict[str, Any] = {}
+    for entry in suspects:
+        key = Key.load(entry["key"])
+        if key.fingerprint not in markers:
+            markers[key.fingerprint] = resolve_marker(key, None)
+        model = bench_references.load_model(entry, key.num_classes, device)
+        suite_marks = {**marks, "config": MarkConfig.from_dict(dict(entry["mark"]))}
+        log.info("suspect %s", entry["name"])
+        rows.append({"suspect": entry["name"], "fraction": entry["fraction"], "key_fingerprint": key.fingerprint,
+                     "weights": entry["weights"],
+                     "log10_p": score(model, key, bench_references.probes_for(args, key),
+                                      marker=markers[key.fingerprint], references=references, marks=suite_marks,
+                                      seed=entry["mark_seed"], controls=args.controls,
+                                      cache=out / "cache" / "probes")})
+    setup = {"heldout_out": str(out), "seeds": args.seeds, "probe_slice": args.probe_slice,
+             "reference_models": reference_paths, "suite": shared}
+    return rows, setup
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default=str(ROOT / "configs" / "fashion-mnist.toml"),
@@ -181,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     given.add_argument("--cache-dir", type=Path, default=None, help="cache of marked control sets")
     grid = parser.add_argument_group("suspects made like the experiment runner's")
     grid.add_argument("--from-experiment", default=None, metavar="OUT")
+    grid.add_argument("--from-heldout", default=None, metavar="OUT", help="the held-out suite's output folder")
     grid.add_argument("--model", default="scratch-cnn", help="model setting name in the config")
     grid.add_argument("--seeds", type=int, nargs="+", default=[0])
     grid.add_argument("--fractions", type=float, nargs="+", default=[0.0, 0.1])
@@ -188,7 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     marks = variants(args.config)
     start = time.perf_counter()
-    if args.from_experiment:
+    if args.from_heldout:
+        rows, setup = from_heldout(args, marks)
+    elif args.from_experiment:
         rows, setup = from_experiment(args, marks)
     else:
         if not args.key or not args.suspect:

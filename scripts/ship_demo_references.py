@@ -35,6 +35,8 @@ def main() -> int:
     context.reference_models()  # trains what the cache lacks
     target = ROOT / "src" / "radioactive" / "references"
     target.mkdir(parents=True, exist_ok=True)
+    for stale in target.glob("reference-*.safetensors"):  # models of earlier demo settings
+        stale.unlink()
     rows = []
     for path in sorted(Path(context.cache).glob("reference-*.safetensors")):
         model, spec, extra = load_checkpoint(path)
@@ -47,8 +49,8 @@ def main() -> int:
     readme.write_text(
         "# Shipped clean reference models (package data)\n\n"
         "The demo's auditor subtracts the response of these clean models (difference in differences). Each is the\n"
-        "built-in `cnn` trained by `radioactive.train.fit` on the demo's 20,000 clean training images (a fixed subset of\n"
-        "the 55k owner split) with the demo's recipe, one seed each: models independent of every key. The file\n"
+        f"built-in `cnn` trained by `radioactive.train.fit` on the demo's {config.train_images:,} clean training images (a\n"
+        "fixed subset of the 55k owner split) with the demo's recipe, one seed each: models independent of every key. The file\n"
         "name is the hash the experiment cache gives the same model, so the demo uses them only at its default\n"
         "settings. Regenerate with `.venv/bin/python scripts/ship_demo_references.py`.\n\n"
         f"Recipe: `{json.dumps(config.train)}` on top of `radioactive.train.TrainRecipe`'s defaults.\n\n"

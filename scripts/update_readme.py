@@ -1,9 +1,11 @@
 """Regenerate the README's results section from the committed benchmark JSON files.
 
 Usage: .venv/bin/python scripts/update_readme.py   (rewrites the block between the results markers)
-Every number in that block comes from benchmarks/results/*.json, the committed experiment output
-results/fashion-mnist/{results,runs,config}.json, or the held-out suite's records results/heldout/runs/*.json
-(summarised by heldout/table.py, which this script runs: results/heldout/results.{json,md} are rewritten too).
+Every number in that block comes from benchmarks/results/*.json, the committed experiment outputs
+results/fashion-mnist/{results,runs,config}.json and results/fashion-mnist-converged/{...}.json, or the held-out
+suite's records results/heldout/runs/*.json (summarised by heldout/table.py, which this script runs:
+results/heldout/results.{json,md} are rewritten too), or the robustness table's results/robustness/results.json
+(`.venv/bin/python benchmarks/run_robustness.py configs/robustness.toml --out results/robustness`, about 2 h).
 """
 
 from __future__ import annotations
@@ -200,24 +202,67 @@ TEST_LABELS = {
     "published": "published twins margin, rank",
     "published-margin-perm": "published twins margin, perm",
     "published-loss-perm": "published twins loss, perm",
+    "twins-loss": "paired twins loss (secret coin)",
+    "twins-margin": "paired twins margin (secret coin)",
 }
 
 
-def grid() -> list[str]:
-    """The Fashion-MNIST grid of configs/fashion-mnist.toml, from its committed output folder."""
-    path = GRID / "results.json"
+def twins_note(config: dict) -> str:
+    """What a grid's paired-twin test (``[twins]``) is, for the table's caption ('' without it)."""
+    twins = config.get("twins")
+    if not twins:
+        return ""
+    return (f" Paired twins (`[twins]`, spread {twins['spread']}): every marked image but the published test's probes "
+            "is marked as two twins and the one a secret fair coin names is published; the test counts the pairs whose "
+            "published twin the suspect scores higher (exact binomial; on 0 % runs the 1 % subset's pairs, never "
+            "published); the cell adds the median win rate.")
+
+
+def win_rate(runs: list[dict], test: str) -> str:
+    """', win rate <median>' of a twins test over ``runs`` ('' for other tests)."""
+    rates = sorted(r["twin_win_rate"][test] for r in runs if test in r.get("twin_win_rate", {}))
+    if not rates:
+        return ""
+    mid = len(rates) // 2
+    return f", win rate {rates[mid] if len(rates) % 2 else 0.5 * (rates[mid - 1] + rates[mid]):.3f}"
+
+
+CONVERGED = ROOT / "results" / "fashion-mnist-converged"
+
+
+def converged() -> list[str]:
+    """The grid of configs/fashion-mnist-converged.toml (suspects trained to convergence, issue 10), or a line
+    saying it has not run yet."""
+    title = "Fashion-MNIST grid, suspects trained to convergence"
+    if not (CONVERGED / "results.json").is_file():
+        print("converged grid: not yet run")
+        return [f"**{title}** (`configs/fashion-mnist-converged.toml`: resnet_narrow from scratch, 20 epochs, cosine "
+                "schedule to 0; the tests above plus the paired-twin test): not yet run: `radioactive experiment "
+                "configs/fashion-mnist-converged.toml --out results/fashion-mnist-converged`, then this script.", ""]
+    epochs = json.loads((CONVERGED / "config.json").read_text())["train"]["epochs"]
+    labels = {f"scratch-{arch}": f"{arch}, from scratch, {epochs} epochs (converged)" for arch in ("cnn", "resnet_narrow")}
+    return grid(CONVERGED, title, labels)
+
+
+def grid(folder: Path = GRID, title: str = "Fashion-MNIST grid", labels: dict[str, str] | None = None) -> list[str]:
+    """A Fashion-MNIST grid (by default configs/fashion-mnist.toml's), from its committed output folder; the
+    configuration file is ``configs/<folder name>.toml``; ``labels`` name the rows (default GRID_LABELS)."""
+    path = folder / "results.json"
     if not path.is_file():
         return []
     summary = json.loads(path.read_text())
-    runs = json.loads((GRID / "runs.json").read_text())
-    config = json.loads((GRID / "config.json").read_text())
+    runs = json.loads((folder / "runs.json").read_text())
+    config = json.loads((folder / "config.json").read_text())
+    rel = folder.relative_to(ROOT).as_posix() if folder.is_relative_to(ROOT) else folder.as_posix()
+    labels = GRID_LABELS if labels is None else labels
+    source = f"configs/{folder.name}.toml"
     tests, alpha, rows = summary["tests"], summary["alpha"], summary["rows"]
     tests = [t for t in TEST_LABELS if t in tests] + [t for t in tests if t not in TEST_LABELS]
     det, mark, train = config["detect"], config["mark"], config["train"]
     expected = len(config["fractions"]) * len(config["models"]) * len(config["seeds"])
     out = [
-        f"**Fashion-MNIST grid** (`configs/fashion-mnist.toml`; {len(runs)} of {expected} runs; regenerate with "
-        "`radioactive experiment configs/fashion-mnist.toml --out results/fashion-mnist`, then this script). "
+        f"**{title}** (`{source}`; {len(runs)} of {expected} runs; regenerate with "
+        f"`radioactive experiment {source} --out {rel}`, then this script). "
         f"Marker: the built-in cnn; marking {mark.get('steps')} steps at lr {mark.get('lr')}, PSNR ≥ "
         f"{mark.get('min_psnr')} dB; every suspect trained by the project's own trainer, `radioactive.train.fit` "
         f"({train.get('epochs')} epochs of SGD with Nesterov momentum, cosine schedule, random crop and flip; the "
@@ -226,7 +271,7 @@ def grid() -> list[str]:
         f"{det.get('gradient_reference_images') or det['reference_images']}); black-box on {det['probes']} fresh "
         f"held-out probes, K = {det['num_controls']} control sets, difference in differences against a clean "
         f"{det['reference_arch']} of the auditor's. Cells: log10 p, median [min, max] over seeds, and how many "
-        f"seeds are below log10 {alpha:g}. `rank` and `perm` are both exact.",
+        f"seeds are below log10 {alpha:g}. `rank` and `perm` are both exact." + twins_note(config),
         "",
         "| architecture · trainer `radioactive.train.fit` | marked | seeds | test acc. | Δ acc. vs 0 % (pt) | PSNR min / mean | "
         + " | ".join(TEST_LABELS.get(t, t) for t in tests) + " |",
@@ -240,7 +285,7 @@ def grid() -> list[str]:
                   if (r["model"], r["seed"]) in clean]
         delta = "–" if row["fraction"] == 0 or not deltas else f"{sum(deltas) / len(deltas):+.2f}"
         psnr = "–" if row["psnr_min"] is None else f"{f(row['psnr_min'], 1)} / {f(row['psnr_mean'], 1)}"
-        cells = [GRID_LABELS.get(row["model"], row["model"]), f"{100 * row['fraction']:g} %", str(len(row["seeds"])),
+        cells = [labels.get(row["model"], row["model"]), f"{100 * row['fraction']:g} %", str(len(row["seeds"])),
                  f"{100 * row['accuracy_median']:.2f} %", delta, psnr]
         for test in tests:
             rng, med = row.get(f"{test}_log10_p_range"), row.get(f"{test}_log10_p_median")
@@ -248,16 +293,19 @@ def grid() -> list[str]:
                 cells.append("–")
                 continue
             hits = sum(1 for r in mine if r["log10_p"].get(test, 0.0) <= threshold)
-            cells.append(f"{med:.2f} [{rng[0]:.2f}, {rng[1]:.2f}] {hits}/{len(mine)}")
+            cells.append(f"{med:.2f} [{rng[0]:.2f}, {rng[1]:.2f}] {hits}/{len(mine)}" + win_rate(mine, test))
         out.append("| " + " | ".join(cells) + " |")
     out += target_check(runs, tests, threshold)
     nulls = [v for r in runs if r["fraction"] == 0 for v in r["log10_p"].values()]
     out += [
         "",
         f"Clean suspects (0 %): {sum(v <= threshold for v in nulls)} of {len(nulls)} test results below "
-        f"log10 {alpha:g} (expected about {alpha * len(nulls):.1f}; the tests of one model are not independent). "
-        f"Plot: [results/fashion-mnist/plot.png](results/fashion-mnist/plot.png); per-run records with "
-        "configuration, seeds, versions and key fingerprints: `results/fashion-mnist/runs/`.",
+        f"log10 {alpha:g}. These are not {len(nulls)} independent draws: the grid has "
+        f"{len({r['key_fingerprint'] for r in runs})} keys (one per seed), and the audits of one seed share its key "
+        "and its reference model, hence one draw of the reference's response to that key (README: What the p-value "
+        "means); calibration is counted on independent random keys only (`benchmarks/results/calibration.json`). "
+        f"Plot: [{rel}/plot.png]({rel}/plot.png); per-run records with "
+        f"configuration, seeds, versions and key fingerprints: `{rel}/runs/`.",
         "",
     ]
     return out
@@ -307,7 +355,7 @@ def target_check(runs: list[dict], tests: list[str], threshold: float) -> list[s
     other = [r for r in runs if r["model"] == "scratch-resnet_narrow"]
     if not other:
         return []
-    black = [t for t in tests if t.startswith(("blackbox", "published"))]
+    black = [t for t in tests if t.startswith(("blackbox", "published", "twins"))]
     white = [t for t in tests if t in ("whitebox", "gradient")]
 
     def medians(fraction: float, names: list[str]) -> dict[str, float]:
@@ -371,6 +419,29 @@ def large_tree() -> list[str]:
     ]
 
 
+def plan_validation() -> list[str]:
+    """`radioactive plan` checked on the grid by leave-one-out (benchmarks/results/plan_validation.json)."""
+    val = load("plan_validation.json")
+    if not val:
+        return []
+    cell, arch = val["summary"]["leave one cell out"], val["summary"]["leave one architecture out"]
+
+    def pct(share: dict) -> str:
+        return f"{share['within_one']} of {share['cells']} ({100 * share['fraction_within_one']:.0f} %)"
+
+    return [
+        "**Power planning** (`radioactive plan --classes 10 --dim 128 --fraction 0.05`, `--json` for every test): "
+        "each cell of the grid above (model × fraction × test) predicted by the planner fitted without that cell's "
+        f"runs: the median log10 p is within one unit of the measured median in {pct(cell['all'])} cells "
+        f"(marked fractions inside the fitted range: {pct(cell['interpolated'])}; outside it, an extrapolation: "
+        f"{pct(cell['extrapolated'])}); the measured median lies inside the predicted 10–90 % band in "
+        f"{cell['all']['inside_band']} of {cell['all']['cells']}. A whole architecture left out and predicted from the "
+        f"other two, pooled: {pct(arch['all'])}. `benchmarks/bench_plan.py`; plot: "
+        "[benchmarks/results/plan_validation.png](benchmarks/results/plan_validation.png).",
+        "",
+    ]
+
+
 def robustness() -> list[str]:
     out = []
     fuzz = load("fuzz.json")
@@ -390,8 +461,66 @@ def robustness() -> list[str]:
     return out
 
 
+ROBUSTNESS = ROOT / "results" / "robustness"
+ROBUSTNESS_TESTS = {"whitebox": "white-box", "blackbox": "black-box margin (exact perm., DiD)",
+                    "blackbox-loss-perm": "black-box loss (exact perm., DiD)"}
+
+
+def treatments(folder: Path = ROBUSTNESS) -> list[str]:
+    """The robustness table from ``folder/results.json`` (configs/robustness.toml, written by
+    ``.venv/bin/python benchmarks/run_robustness.py configs/robustness.toml --out results/robustness``, about
+    2 h on 2 CPU cores): per treatment and marking, the test accuracy and each test's median log10 p at every
+    fraction, the 0 % run being the treatment's control."""
+    command = ("`.venv/bin/python benchmarks/run_robustness.py configs/robustness.toml --out results/robustness` "
+               "(about 2 h on 2 CPU cores; resumable)")
+    intro = ("**Robustness** (`configs/robustness.toml`): the published images re-encoded before training (every "
+             "image: JPEG with a real codec, or downscaled and back), under the plain marking and under one that "
+             "also optimises through kornia's differentiable JPEG (`jpeg-aug`); and the trained suspect changed "
+             "after training (fine-tuned or distilled into a student of another architecture on the clean images "
+             "the trainer has; global magnitude pruning; int8 dynamic quantization of its linear layers, the "
+             "white-box test reading the dequantized int8 weights).")
+    path = folder / "results.json"
+    if not path.is_file():
+        print("robustness table: not yet run")
+        return [f"{intro} Not yet run: {command}, then this script.", ""]
+    summary = json.loads(path.read_text())
+    fractions = summary["fractions"]
+    tests = [t for t in ROBUSTNESS_TESTS if t in summary["tests"]] + [
+        t for t in summary["tests"] if t not in ROBUSTNESS_TESTS]
+    groups: dict[tuple[str, str, str], dict[float, dict]] = {}
+    for row in summary["rows"]:
+        groups.setdefault((row["treatment"], row["marking"], row["suspect"]), {})[row["fraction"]] = row
+    at = " / ".join(f"{100 * x:g}" for x in fractions) + " %"
+    top = max(fractions)
+    header = ["treatment", "marking", "suspect", f"test acc. (%) at {at}"]
+    header += [f"{ROBUSTNESS_TESTS.get(t, t)} log10 p at {at} (seeds detected at {100 * top:g} %)" for t in tests]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for (treatment, marking, suspect), rows in groups.items():
+        accuracy = " / ".join(f(100 * rows[x]["accuracy_median"], 1) if x in rows and rows[x]["accuracy_median"]
+                              is not None else "–" for x in fractions)
+        cells = [treatment, marking, suspect, accuracy]
+        for test in tests:
+            medians = " / ".join(f(rows[x].get(f"{test}_log10_p_median")) if x in rows else "–" for x in fractions)
+            last = rows.get(top, {})
+            cells.append(f"{medians} ({last.get(f'{test}_detected', '–')}/{len(last.get('seeds', []))})")
+        lines.append("| " + " | ".join(cells) + " |")
+    config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else None
+    settings = "; ".join(f"`{t['name']}`: " + ", ".join(f"{k} {json.dumps(v)}" for k, v in t["params"].items())
+                         for t in (config or {}).get("treatments", []) if t["params"])
+    return [
+        f"{intro} {summary['runs']} of {summary['planned']} runs; regenerate with {command}, then this script. "
+        + (f"Settings: {settings}. " if settings else "")
+        + f"Cells: median over seeds {summary['seeds']} at each fraction marked, the 0 % run (same treatment, nothing "
+        f"marked) being the control; detected: log10 p <= log10 {summary['alpha']:g}. "
+        "Per-run records (configuration, treatment, seeds, versions, key fingerprints): `results/robustness/runs/`.",
+        "",
+        *lines,
+        "",
+    ]
+
+
 def main() -> None:
-    block = [BEGIN, ""] + marking() + large_tree() + calibration() + whitebox() + demo() + grid() + heldout() + robustness()
+    block = [BEGIN, ""] + marking() + large_tree() + calibration() + whitebox() + demo() + grid() + plan_validation() + converged() + heldout() + treatments() + robustness()
     block += [END]
     readme = ROOT / "README.md"
     text = readme.read_text()

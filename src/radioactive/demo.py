@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from ._io import atomic_write, atomic_write_bytes, atomic_write_json
+from .demo_defaults import DEMO_DEFAULTS  # the design notes are there
 from .detect.verdict import evidence_level, evidence_scale
 from .experiment import Context, ExperimentConfig, RunSpec, config_from_dict, run_one
 from .experiment.context import Splits
@@ -32,17 +33,6 @@ from .report import write_report
 __all__ = ["DEMO_DEFAULTS", "demo_config", "describe", "run_demo", "DemoResult", "format_side_by_side"]
 
 log = logging.getLogger(__name__)
-
-
-# The demo's design (docs/research.md, "The demo"): a 20,000-image training set keeps two trainings under two
-# minutes each; 10 marking steps at lr 0.06 reach the 40 dB floor with about 88 % of the 30-step shift at a
-# third of the cost, which pays for 400 probes x 21 carrier sets; the headline test is the exact permutation
-# test with difference in differences against clean reference models trained like the suspect (shipped with
-# the package under the names the experiment cache gives them, so the demo does not spend minutes on them).
-DEMO_DEFAULTS: dict[str, Any] = {
-    "fraction": 0.10, "epochs": 4, "train_images": 20_000, "mark_steps": 10, "mark_lr": 0.06, "probes": 400,
-    "num_controls": 20, "reference_models": 4, "whitebox_null_trials": 100,
-}
 
 
 def demo_config(

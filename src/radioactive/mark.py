@@ -267,6 +267,7 @@ def mark(
     seed: int | Sequence[int] = 0,
     batch_size: int | None = None,
     progress: Callable[[int], None] | None = None,
+    targets: torch.Tensor | Sequence[int] | None = None,
 ) -> MarkResult:
     """Mark a batch of images so that the marker's features move along their class carriers.
 
@@ -276,7 +277,7 @@ def mark(
             ``c`` is 1 or 3; it is adapted to the marker's channels inside (grey repeated, colour averaged).
             uint8 images travel to the marker's device as uint8 (4x fewer bytes), without waiting when they
             are in pinned memory (``images.pin_memory()``, a DataLoader's ``pin_memory=True``).
-        labels: ``(N,)`` class indices in ``[0, C)``.
+        labels: ``(N,)`` class indices in ``[0, C)``; ``targets`` ``(N,)``: the carrier each image moves along instead.
         carriers: a :class:`radioactive.Key` (checked against the marker) or a ``(C, d)`` tensor, e.g.
             ``key.control_carriers(j)``.
         config: :class:`MarkConfig`.
@@ -308,13 +309,15 @@ def mark(
     if not isinstance(images, torch.Tensor) or images.dim() != 4:
         raise ConfigError(f"images must be a (N, c, H, W) tensor, got {getattr(images, 'shape', type(images))}")
     labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1).cpu()
+    targets = labels if targets is None else torch.as_tensor(targets, dtype=torch.long).reshape(-1).cpu()
     count = images.shape[0]
-    if labels.shape[0] != count:
-        raise ConfigError(f"{count} images but {labels.shape[0]} labels")
+    if labels.shape[0] != count or targets.shape[0] != count:
+        raise ConfigError(f"{count} images but {labels.shape[0]} labels" + ("" if targets is labels else f" and {targets.shape[0]} targets"))
     weights_sha256 = state_dict_sha256(marker.model)
     carriers = _resolve_carriers(marker, carriers, weights_sha256)
-    if count and (int(labels.min()) < 0 or int(labels.max()) >= carriers.shape[0]):
-        raise ConfigError(f"labels must lie in [0, {carriers.shape[0]}); got range [{int(labels.min())}, {int(labels.max())}]")
+    for name, values in (("labels", labels), ("targets", targets)):
+        if count and (int(values.min()) < 0 or int(values.max()) >= carriers.shape[0]):
+            raise ConfigError(f"{name} must lie in [0, {carriers.shape[0]}); got range [{int(values.min())}, {int(values.max())}]")
     if images.dtype != torch.uint8 and not images.is_floating_point():
         raise ConfigError(f"images must be float in [0, 1] or uint8, got {images.dtype}")
     if images.dtype != torch.uint8 and count and (float(images.min()) < 0 or float(images.max()) > 1):
@@ -336,8 +339,7 @@ def mark(
     features = _marker_features(marker, feature_function(marker, marker_channels(marker), weights_sha256))
     for start in range(0, count, batch_size):
         end = min(count, start + batch_size)
-        marked, *stats = _mark_batch(marker, features, images[start:end], labels[start:end], carriers, config,
-                                     seeds[start:end])
+        marked, *stats = _mark_batch(marker, features, images[start:end], labels[start:end], carriers, config, seeds[start:end], targets[start:end])
         chunks.append((marked.to(out_device), *stats))
         if progress is not None:
             progress(end - start)
@@ -351,7 +353,7 @@ def mark(
 
 def _mark_batch(
     marker: Any, features: Features, images: torch.Tensor, labels: torch.Tensor, carriers: torch.Tensor,
-    config: MarkConfig, seeds: list[int],
+    config: MarkConfig, seeds: list[int], targets: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     model = marker.model
     device = marker.device
@@ -373,7 +375,7 @@ def _mark_batch(
     else:
         x0_int = torch.round(moved.to(torch.float32) * 255)
     x0 = (x0_int / 255).to(dtype)
-    u = carriers[labels].to(device=device, dtype=dtype)  # (B, d)
+    u = carriers[targets].to(device=device, dtype=dtype)  # (B, d): each image's own class unless targets say otherwise
     avoid = None
     if config.lambda_class:
         rows = marker.split.weight()

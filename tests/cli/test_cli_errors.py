@@ -185,6 +185,15 @@ CASES = [
     ("demo", ["--out", OUT, "--device", "quantum"], "quantum"),
     ("demo", ["--out", OUT, "--marker", "{root}/missing.safetensors"], "missing.safetensors"),
     ("demo", ["--out", "{root}/plain.file"], "plain.file"),
+    # plan (every case fails before any run record is read or any audit simulated)
+    ("plan", ["--classes", "0", "--dim", "128", "--fraction", "0.05"], "--classes"),
+    ("plan", ["--classes", "10", "--dim", "128", "--fraction", "1.5"], "1.5"),
+    ("plan", ["--classes", "10", "--dim", "128", "--fraction", "0.05", "--from", "{root}/folder"], "folder"),
+    ("plan", ["--classes", "10", "--dim", "-3", "--fraction", "0.05"], "--dim"),
+    ("plan", ["--classes", "10", "--dim", "128", "--fraction", "0.05", "--test", "fishr"], "fishr"),
+    ("plan", ["--classes", "10", "--dim", "128", "--fraction", "0.05", "--target", "2"], "--target"),
+    ("plan", ["--classes", "10", "--dim", "128", "--fraction", "0.05", "--draws", "0"], "--draws"),
+    ("plan", ["--dim", "128", "--fraction", "0.05"], "--classes"),
 ]
 
 

@@ -6,19 +6,25 @@ in both (``--steps``, ``--lr``, ``--epsilon``, ``--min-psnr``, ``--lambda-ft``, 
 ``--augment``). In ``detect`` they default to the record ``--marked-with OUT/mark.json`` names (or, with
 ``--published``, the folder's own record), else to :class:`radioactive.MarkConfig`'s defaults; a flag that
 contradicts a record is refused.
+
+``detect`` also takes two deliberate departures from the data's marking, for fresh probes only (the test stays
+exact under H0 either way, since every version is marked the same way; only power changes): ``--probe-min-psnr``
+and ``--probe-steps`` mark the probes and control sets more (or less) strongly than the data, and
+``--probe-mode cross`` marks each probe along another class's carrier. The verdict records both.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Any
 
 from ..errors import ConfigError
 
-__all__ = ["MARKING_FLAGS", "ProbeMarking", "add_marking_args", "mark_config", "marking_flags", "probe_marking"]
+__all__ = ["MARKING_FLAGS", "PROBE_FLAGS", "ProbeMarking", "add_marking_args", "mark_config", "marking_flags",
+           "probe_marking"]
 
 # MarkConfig field -> the flag that sets it, in --help order.
 MARKING_FLAGS = {
@@ -30,6 +36,9 @@ MARKING_FLAGS = {
     "lambda_img": "--lambda-img",
     "augment": "--augment",
 }
+
+# MarkConfig field -> the detect flag that marks the probes otherwise than the data (stronger probes).
+PROBE_FLAGS = {"min_psnr": "--probe-min-psnr", "steps": "--probe-steps"}
 
 
 def _pixel_value(text: str) -> float:
@@ -66,6 +75,18 @@ def add_marking_args(parser: argparse.ArgumentParser, *, for_probes: bool = Fals
         group.add_argument("--mark-seed", type=int, default=None,
                            help="seed of the marking run ('radioactive mark --seed'): the probes' augmentation "
                            "streams; None: the record's, else 0")
+        from ..detect.settings import PROBE_MODES
+
+        group.add_argument("--probe-mode", default="same", choices=PROBE_MODES,
+                           help="same: each probe is marked along its own class's carrier; cross: fresh probes are "
+                           "marked along another class's carrier and read in that class's score (exact too)")
+        group.add_argument("--probe-min-psnr", type=float, default=None, metavar="DB",
+                           help="DELIBERATELY mark the probes and control sets with this PSNR floor instead of the "
+                           "data's (e.g. 35 or 30: stronger probes); recorded in the verdict's details.marking; "
+                           "fresh probes only")
+        group.add_argument("--probe-steps", type=int, default=None, metavar="N",
+                           help="DELIBERATELY mark the probes and control sets with this many steps instead of the "
+                           "data's; recorded like --probe-min-psnr")
     else:
         group = parser.add_argument_group("marking settings")
 
@@ -120,6 +141,7 @@ class ProbeMarking:
     seed: int
     origin: str | None
     source_ids: bool
+    data_config: Any = None  # how the data was marked, when the probes are deliberately marked otherwise
 
 
 def probe_marking(args: argparse.Namespace, key: Any) -> ProbeMarking:
@@ -128,11 +150,33 @@ def probe_marking(args: argparse.Namespace, key: Any) -> ProbeMarking:
 
     With a record or any marking flag, fresh probes take their ids in the probe dataset as ``radioactive mark``
     takes the ids of the images it marks, so a probe is marked exactly as ``mark`` would have marked it.
+    ``--probe-min-psnr`` / ``--probe-steps`` then replace those settings for the probes only (``data_config``
+    keeps the data's), a deliberate choice the verdict records; refused with ``--published``.
     """
+    if getattr(args, "probe_mode", "same") != "same" and args.published:
+        raise ConfigError(f"--probe-mode {args.probe_mode} with --published {args.published}: the published images "
+                          "were marked along their own classes' carriers; cross-class probes must be fresh (--probes): "
+                          "drop --probe-mode or --published")
+    given = marking_flags(args)
+    stronger = {field: (flag, getattr(args, flag[2:].replace("-", "_"), None)) for field, flag in PROBE_FLAGS.items()}
+    stronger = {field: pair for field, pair in stronger.items() if pair[1] is not None}
+    if stronger and args.published:
+        flag, value = next(iter(stronger.values()))
+        raise ConfigError(f"{flag} {value} with --published {args.published}: the published images are the probes and "
+                          "their control twins must be marked exactly like them; probes marked otherwise than the "
+                          f"data need fresh probes (--probes, with --marked-with): drop {flag} or --published")
+    marking = _data_marking(args, key, given)
+    if not stronger:
+        return marking
+    config = replace(marking.config, **{field: value for field, (_, value) in stronger.items()})
+    return replace(marking, config=config, data_config=marking.config)
+
+
+def _data_marking(args: argparse.Namespace, key: Any, given: dict[str, tuple[str, Any]]) -> ProbeMarking:
+    """How the data was marked (and so the probes, unless --probe-* flags say otherwise)."""
     from ..detect.published import marking_settings
     from ..mark import MarkConfig
 
-    given = marking_flags(args)
     record = getattr(args, "marked_with", None)
     if record and args.published:
         raise ConfigError(f"--marked-with {record} and --published {args.published} both name a marking record; "

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..demo_defaults import DEMO_DEFAULTS as D
 from ..errors import ConfigError
 
 
@@ -22,19 +23,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "and write an HTML report. Rerunning reuses the cached marked images.",
     )
     parser.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
-    parser.add_argument("--fraction", type=float, default=0.10, help="fraction of training images marked (0.10)")
-    parser.add_argument("--train-images", type=int, default=20_000,
-                        help="training images of both models, drawn from the 55k owner split (20000; 0: all)")
-    parser.add_argument("--epochs", type=int, default=4, help="training epochs of both models (4)")
-    parser.add_argument("--mark-steps", type=int, default=10, help="marking optimisation steps per image (10)")
-    parser.add_argument("--mark-lr", type=float, default=0.06, help="marking step size (0.06)")
+    parser.add_argument("--fraction", type=float, default=D["fraction"],
+                        help=f"fraction of training images marked ({D['fraction']:g})")
+    parser.add_argument("--train-images", type=int, default=D["train_images"],
+                        help=f"training images of both models, drawn from the 55k owner split ({D['train_images']}; 0: all)")
+    parser.add_argument("--epochs", type=int, default=D["epochs"], help=f"training epochs of both models ({D['epochs']})")
+    parser.add_argument("--mark-steps", type=int, default=D["mark_steps"],
+                        help=f"marking optimisation steps per image ({D['mark_steps']})")
+    parser.add_argument("--mark-lr", type=float, default=D["mark_lr"], help=f"marking step size ({D['mark_lr']:g})")
     parser.add_argument("--arch", default="cnn", help="suspect architecture: cnn, resnet_narrow, ... (cnn)")
-    parser.add_argument("--probes", type=int, default=400, help="black-box probe images (400)")
-    parser.add_argument("--controls", type=int, default=20, help="black-box control carrier sets K (20)")
-    parser.add_argument("--references", type=int, default=4,
-                        help="clean reference models for difference in differences (4; 0: none)")
-    parser.add_argument("--null-trials", type=int, default=100,
-                        help="random keys scored by the white-box test as its empirical null (100)")
+    parser.add_argument("--probes", type=int, default=D["probes"], help=f"black-box probe images ({D['probes']})")
+    parser.add_argument("--controls", type=int, default=D["num_controls"],
+                        help=f"black-box control carrier sets K ({D['num_controls']})")
+    parser.add_argument("--references", type=int, default=D["reference_models"],
+                        help=f"clean reference models for difference in differences ({D['reference_models']}; 0: none)")
+    parser.add_argument("--null-trials", type=int, default=D["whitebox_null_trials"],
+                        help=f"random keys scored by the white-box test as its empirical null ({D['whitebox_null_trials']})")
     parser.add_argument("--marker", default="default",
                         help="marking network checkpoint (default: the cached Fashion-MNIST marker)")
     parser.add_argument("--seed", type=int, default=0)

@@ -30,7 +30,10 @@ def add_parser(subparsers: Any) -> None:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--key", required=True, help="key file (from radioactive keygen)")
+    parser.add_argument("--key", required=True, action="append",
+                        help="key file (from radioactive keygen); repeat it, or give a folder of key files (*.key, "
+                             "*.safetensors, sorted by name), to test several keys: one p-value per key and Holm's "
+                             "step-down across them at --alpha (family-wise)")
     parser.add_argument("--marker", default=None,
                         help="marking network the key was made with (default: the one the key records)")
     parser.add_argument("--marker-weights", default=None, help="local weights file for a torchvision:<arch> marker")
@@ -153,7 +156,7 @@ def _blackbox(args: argparse.Namespace, key: Any, marker: Any, device: torch.dev
     marking = probe_marking(args, key)
     settings = BlackboxSettings(  # checked before any model or image is loaded
         num_controls=args.controls, statistic=args.statistic, combine=args.combine, mark=marking.config,
-        seed=marking.seed, mark_origin=marking.origin,
+        seed=marking.seed, mark_origin=marking.origin, data_mark=marking.data_config, probe_mode=args.probe_mode,
         class_map=class_map, output=args.output, alpha=args.alpha, batch_size=args.batch_size,
         cache_dir=args.cache_dir or None, null_trials=args.null_trials, null_seed=args.null_seed,
     )
@@ -179,8 +182,9 @@ def _blackbox(args: argparse.Namespace, key: Any, marker: Any, device: torch.dev
                     reference=reference)
 
 
-def _whitebox(args: argparse.Namespace, key: Any, marker: Any, device: torch.device, class_map: Any):
-    from ..detect import WhiteboxSettings, whitebox
+def _whitebox_inputs(args: argparse.Namespace, key: Any, marker: Any, device: torch.device, class_map: Any):
+    """(suspect, reference images, settings, marked flags) of the white-box test: the same for every key."""
+    from ..detect import WhiteboxSettings
     from ..sources import load_labelled
 
     if not args.model:
@@ -193,7 +197,14 @@ def _whitebox(args: argparse.Namespace, key: Any, marker: Any, device: torch.dev
     model = _load_model(args.model, args.arch, args.num_classes or key.num_classes, device, marker)
     reference = load_labelled(args.reference, limit=args.reference_limit)
     marked = torch.full((len(reference),), reference.marked)
-    return whitebox(model, key, reference.images, marker=marker, settings=settings, marked=marked)
+    return model, reference.images, settings, marked
+
+
+def _whitebox(args: argparse.Namespace, key: Any, marker: Any, device: torch.device, class_map: Any):
+    from ..detect import whitebox
+
+    model, images, settings, marked = _whitebox_inputs(args, key, marker, device, class_map)
+    return whitebox(model, key, images, marker=marker, settings=settings, marked=marked)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -201,7 +212,12 @@ def run(args: argparse.Namespace) -> int:
     from ..detect.common import parse_class_map
     from ..key import Key
     from ..zoo import resolve_device, resolve_marker
+    from ._keys import detect_several, key_paths
 
+    paths = key_paths(args.key)
+    if len(paths) > 1:
+        return detect_several(args, paths, blackbox=_blackbox, whitebox_inputs=_whitebox_inputs)
+    args.key = paths[0]  # one key: the command, and what its JSON records, as before
     key = Key.load(args.key)
     marker = resolve_marker(key, args.marker, weights=args.marker_weights)
     device = resolve_device(args.device)

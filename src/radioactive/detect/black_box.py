@@ -44,17 +44,29 @@ def marking_details(settings: BlackboxSettings, probes: Probes) -> dict[str, Any
     """What the verdict records of how the probes' versions were marked: settings, seed, their origin, a
     one-line summary, and a warning when fresh probes were marked with unstated library defaults."""
     config = settings.mark
+    data = settings.data_mark if settings.data_mark is not None else config  # how the data was marked
     origin = settings.mark_origin
     if origin is None:
-        origin = "library defaults" if config == MarkConfig() else "given by the caller"
+        origin = "library defaults" if data == MarkConfig() else "given by the caller"
     augment = ",".join(config.augment) or "none"
     out: dict[str, Any] = {
         "config": config.to_dict(), "seed": settings.seed, "origin": origin,
         "summary": f"steps {config.steps}, lr {config.lr:g}, epsilon {config.epsilon:.4f}, PSNR >= "
                    f"{config.min_psnr:g} dB, augment {augment}, seed {settings.seed} ({origin})",
     }
-    if settings.mark_origin is None and config == MarkConfig() and probes.published is None:
+    if settings.mark_origin is None and data == MarkConfig() and probes.published is None:
         out["warning"] = DEFAULTS_WARNING
+    if settings.data_mark is not None:
+        ours, theirs = config.to_dict(), data.to_dict()
+        changed = {name: {"data": theirs.get(name), "probes": ours.get(name)} for name in sorted(set(ours) | set(theirs))
+                   if ours.get(name) != theirs.get(name)}
+        out["data_config"] = theirs
+        out["probes_differ_from_data"] = changed
+        out["summary"] += "; probes deliberately marked otherwise than the data: " + (", ".join(
+            f"{name} {v['probes']} (data {v['data']})" for name, v in changed.items()) or "no setting differs")
+    if settings.probe_mode != "same":
+        out["probe_mode"] = settings.probe_mode
+        out["summary"] += f"; {settings.probe_mode}-class probes"
     return out
 
 
@@ -91,6 +103,10 @@ def blackbox(
         ...                    settings=BlackboxSettings(num_controls=20, combine="perm"))  # doctest: +SKIP
     """
     settings = settings if settings is not None else BlackboxSettings()
+    if probes.published is not None and settings.data_mark is not None and settings.data_mark != settings.mark:
+        raise ConfigError("published probes and their control twins must be marked with the settings the data was "
+                          "marked with; probes marked otherwise (data_mark, command line --probe-min-psnr or "
+                          "--probe-steps) need fresh probes")
     if settings.null_trials > 0 and probes.published is not None:
         raise ConfigError("null trials need fresh probes: published images carry the real key only; set "
                           "null_trials=0 (command line: drop --null-trials) or test fresh probes")
@@ -98,7 +114,8 @@ def blackbox(
     def observe(test_key: Key) -> Verdict:
         obs = collect(predict, test_key, probes, marker=marker, num_controls=settings.num_controls,
                       reference=reference, config=settings.mark, seed=settings.seed, class_map=settings.class_map,
-                      output=settings.output, batch_size=settings.batch_size, cache_dir=settings.cache_dir)
+                      output=settings.output, batch_size=settings.batch_size, cache_dir=settings.cache_dir,
+                      probe_mode=settings.probe_mode)
         return verdict_from_observations(obs, statistic=settings.statistic, combine=settings.combine,
                                          alpha=settings.alpha, model_id=settings.model_id)
 

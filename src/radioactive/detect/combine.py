@@ -150,6 +150,8 @@ def _describe(obs: Observations, statistic: str, combination: str, difference: b
         "probe_source": obs.source,
         "output_kind": obs.output_kind,
     }
+    if obs.extra.get("probe_mode", "same") != "same":  # cross-class probes: each class read on others' images
+        out["probe_mode"] = obs.extra["probe_mode"]
     alone = reference_alone(obs, statistic)
     if alone is not None:
         out["reference_models"] = len(obs.references)

@@ -22,8 +22,8 @@ from ..errors import ConfigError, DatasetError, EndpointError
 from ..key import Key
 from ..marker import Marker
 from .common import ClassMap, model_device, resize, resolve_class_map
-from .probes import Probes, marked_versions
-from .settings import OUTPUTS, STATISTICS, check_choice
+from .probes import Probes, cross_targets, marked_versions
+from .settings import OUTPUTS, PROBE_MODES, STATISTICS, check_choice
 
 __all__ = [
     "Observations",
@@ -211,8 +211,21 @@ def collect(
     batch_size: int = 256,
     cache_dir: str | os.PathLike | None = None,
     mark_batch_size: int | None = None,
+    probe_mode: str = "same",
 ) -> Observations:
     """Mark the probes with the true and control carriers and record every statistic per class and version.
+
+    ``probe_mode="same"`` (default): each probe is marked along its own class's carrier and read in its own
+    class's score. ``probe_mode="cross"`` (fresh probes only, never published): each probe is marked along the
+    carrier of *another* class c (:func:`radioactive.detect.probes.cross_targets`: every class gets about N / C
+    probes, evenly from every other class) and read in class c's score: ``margin`` is the log-probability of c
+    minus the largest other (logit_c minus the largest other logit), ``loss`` is log p_c (minus the
+    cross-entropy with target c), ``prob`` is p_c and ``label`` whether c is predicted. Class c's statistic
+    then depends on u_c's version only, as in same-class mode, and the targets depend on no carrier: the key's
+    version and the K control versions are made the same way (same images, targets, settings and augmentation
+    streams, only the carrier sets differ), so under H0 the K + 1 values of each class stay exchangeable,
+    independently across classes, and the stratified permutation test (and rank, and difference in
+    differences with references independent of the key) stays exact.
 
     Args:
         predict: the suspect, images ``(B, c, H, W)`` float in [0, 1] -> scores ``(B, C)`` or labels ``(B,)``.
@@ -229,6 +242,7 @@ def collect(
         batch_size: images per query.
         cache_dir: owner-only cache of marked versions; None: no cache.
         mark_batch_size: images per marking batch (default: :func:`radioactive.mark`'s).
+        probe_mode: ``same`` or ``cross`` (above).
 
     Returns:
         :class:`Observations` with ``(K + 1, C')`` per-class means of every statistic (row 0: true carriers).
@@ -237,18 +251,26 @@ def collect(
     if num_controls < 1:
         raise ConfigError(f"num_controls must be >= 1, got {num_controls}")
     check_choice("output kind", output, OUTPUTS)
+    check_choice("probe mode", probe_mode, PROBE_MODES)
     key.check_marker(marker.info)
     labels = probes.labels.numpy()
     if len(labels) == 0:
         raise DatasetError("no probe images")
     if labels.min() < 0 or labels.max() >= key.num_classes:
         raise DatasetError(f"probe labels must lie in [0, {key.num_classes}), got [{labels.min()}, {labels.max()}]")
+    aims = None
+    if probe_mode == "cross":
+        if probes.published is not None:
+            raise ConfigError("cross-class probes must be fresh: published images were marked towards their own "
+                              "classes (use probe_mode='same' with published probes)")
+        aims = cross_targets(probes.labels, key.num_classes)
+        labels = aims.numpy()  # each probe is read in the score of the class it was marked towards
     suspect_rows: dict[str, list[np.ndarray]] = {}
     reference_rows: list[dict[str, list[np.ndarray]]] = [{} for _ in references]
     pairs = None
     kind = output
     for _, images in marked_versions(marker, key, probes, num_controls=num_controls, config=config, seed=seed,
-                                     cache_dir=cache_dir, batch_size=mark_batch_size):
+                                     cache_dir=cache_dir, batch_size=mark_batch_size, targets=aims):
         for position, (target, rows) in enumerate(((predict, suspect_rows), *zip(references, reference_rows))):
             values, got_kind = output_scores(target, images, batch_size, "auto" if position else output)
             if position == 0:  # the suspect
@@ -268,6 +290,7 @@ def collect(
         source=probes.source,
         num_probes=int(keep.sum()),
         key_fingerprint=key.fingerprint,
+        extra={"probe_mode": probe_mode} if probe_mode != "same" else {},
     )
 
 

@@ -26,7 +26,7 @@ from ..key import Key
 from ..marker import Marker
 from .common import as_float_images
 
-__all__ = ["Probes", "first_per_class", "marked_versions"]
+__all__ = ["Probes", "cross_targets", "first_per_class", "marked_versions"]
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +104,43 @@ def first_per_class(labels: torch.Tensor, per_class: int | None, *, num_classes:
     return torch.cat([torch.nonzero(labels == k).flatten()[:per_class] for k in range(num_classes)])
 
 
-def _config_fingerprint(config: Any, seed: int, marker: Marker) -> str:
+def cross_targets(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """The class each probe is marked towards in cross-class mode (``collect(..., probe_mode="cross")``):
+    never its own, always one of the classes the probes hold. With those classes ``k_0 < ... < k_{m-1}``, the
+    j-th probe (in the given order) of class ``k_a`` goes to ``k_{(a + 1 + j mod (m - 1)) mod m}`` (with every
+    class present: ``(y + 1 + j mod (C - 1)) mod C``), so each class receives about N / m probes, drawn evenly
+    from every other class, and the classes tested are those of same-class mode.
+
+    A fixed function of the labels and their order: it depends on no carrier set, which is what keeps the
+    K + 1 marked versions exchangeable.
+
+    Returns:
+        ``(N,)`` int64 target classes.
+
+    Raises:
+        DatasetError: labels outside ``[0, num_classes)``, or fewer than two classes among them.
+
+    Examples:
+        >>> cross_targets(torch.tensor([0, 0, 0, 1, 2]), 3).tolist()
+        [1, 2, 1, 2, 0]
+    """
+    labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1).cpu()
+    if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise DatasetError(f"probe labels must lie in [0, {num_classes}), got [{int(labels.min())}, {int(labels.max())}]")
+    classes = labels.unique()  # sorted
+    if len(classes) < 2:
+        raise DatasetError(f"cross-class probes need probe images of at least 2 classes, got classes {classes.tolist()}")
+    targets = torch.empty_like(labels)
+    for a, k in enumerate(classes.tolist()):
+        where = torch.nonzero(labels == k).flatten()
+        targets[where] = classes[(a + 1 + torch.arange(len(where)) % (len(classes) - 1)) % len(classes)]
+    return targets
+
+
+def _config_fingerprint(config: Any, seed: int, marker: Marker, targets: torch.Tensor | None = None) -> str:
     material = {"config": config.to_dict(), "seed": int(seed), "marker": marker.info.weights_sha256}
+    if targets is not None:  # cross-class probes: another marking of the same images (same-class ids unchanged)
+        material["targets"] = hashlib.sha256(targets.numpy().astype("<i8").tobytes()).hexdigest()
     return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -130,19 +165,30 @@ def marked_versions(
     cache_dir: str | os.PathLike | None = None,
     batch_size: int | None = None,
     max_images_per_call: int = 4096,
+    targets: torch.Tensor | None = None,
 ) -> Iterator[tuple[int, torch.Tensor]]:
     """Yield ``(index, images uint8 (N, c, H, W))`` for the true version (0) and control sets 1..K.
 
     Control sets (and fresh probes marked with the key) are read from ``cache_dir`` when present and written
     there otherwise (safetensors, mode 0600, in an owner-only folder), keyed by the key's fingerprint, the
-    probes' hash, the marking settings and seed.
+    probes' hash, the marking settings and seed (and ``targets``, when given).
+
+    ``targets`` ``(N,)``: the class whose carrier each probe moves along (default: its label), the same in
+    every version (e.g. :func:`cross_targets`); fresh probes only.
     """
     from ..mark import MarkConfig, image_seeds, mark
 
     config = config if config is not None else MarkConfig()
+    if targets is not None:
+        targets = torch.as_tensor(targets, dtype=torch.long).reshape(-1).cpu()
+        if probes.published is not None:
+            raise ConfigError("published probes were marked towards their own classes; cross-class targets need "
+                              "fresh probes")
+        if targets.shape != probes.labels.shape:
+            raise DatasetError(f"{len(probes)} probes but {targets.shape[0]} targets")
     folder = _cache_dir(cache_dir) if cache_dir is not None else None
     probe_fp = probes.fingerprint()
-    config_fp = _config_fingerprint(config, seed, marker)
+    config_fp = _config_fingerprint(config, seed, marker, targets)
     count = len(probes)
     # Every version uses the same per-image augmentation streams, so versions differ only by their carriers.
     seeds = image_seeds(seed, probes.seed_ids())
@@ -153,8 +199,10 @@ def marked_versions(
             return
         carriers = torch.cat([key.carriers if j == 0 else key.control_carriers(j - 1) for j in group])
         labels = torch.cat([probes.labels + position * key.num_classes for position in range(len(group))])
+        aims = None if targets is None else torch.cat([targets + position * key.num_classes
+                                                       for position in range(len(group))])
         result = mark(marker, probes.images.repeat(len(group), 1, 1, 1), labels, carriers, config,
-                      seed=seeds * len(group), batch_size=batch_size)
+                      seed=seeds * len(group), batch_size=batch_size, targets=aims)
         marked = (result.images.detach().cpu() * 255).round().clamp(0, 255).to(torch.uint8)
         for position, j in enumerate(group):
             images = marked[position * count : (position + 1) * count]

@@ -20,12 +20,14 @@ from ..errors import ConfigError
 from ..mark import MarkConfig
 from .verdict import DEFAULT_ALPHA
 
-__all__ = ["WhiteboxSettings", "BlackboxSettings", "ALIGNMENTS", "STATISTICS", "COMBINATIONS", "OUTPUTS"]
+__all__ = ["WhiteboxSettings", "BlackboxSettings", "ALIGNMENTS", "STATISTICS", "COMBINATIONS", "OUTPUTS",
+           "PROBE_MODES"]
 
 ALIGNMENTS = ("auto", "lstsq", "identity")
 STATISTICS = ("margin", "prob", "loss", "label")
 COMBINATIONS = ("rank", "t", "perm")
 OUTPUTS = ("auto", "logits", "probs", "labels")
+PROBE_MODES = ("same", "cross")
 
 
 def check_choice(what: str, value: str, choices: Sequence[str]) -> None:
@@ -174,6 +176,13 @@ class BlackboxSettings(_Shared):
         null_trials: rerun the same test with this many fresh random keys against the same model (each costs
             K + 1 markings of the probes; fresh probes only) and report where the real key's p-value falls.
         null_seed: seed of the random keys (default: from the OS, recorded in the result).
+        probe_mode: ``same`` (each probe marked along its own class's carrier) or ``cross`` (fresh probes marked
+            along another class's carrier and read in that class's score; exact too, see
+            :func:`radioactive.detect.observations.collect`).
+        data_mark: the settings the *data* was marked with, when the probes are deliberately marked otherwise
+            (``mark``: e.g. a lower PSNR floor or more steps, for stronger probes); recorded in the verdict's
+            ``details.marking``. The test stays exact (every version is marked with ``mark``); only its power
+            changes. Fresh probes only.
     """
 
     num_controls: int = 9
@@ -185,10 +194,18 @@ class BlackboxSettings(_Shared):
     output: str = "auto"
     cache_dir: str | os.PathLike | None = None
     model_id: str | None = None
+    probe_mode: str = "same"
+    data_mark: MarkConfig | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _whole(self, "num_controls", 1)
+        check_choice("probe mode", self.probe_mode, PROBE_MODES)
+        if isinstance(self.data_mark, Mapping):
+            object.__setattr__(self, "data_mark", MarkConfig.from_dict(dict(self.data_mark)))
+        elif self.data_mark is not None and not isinstance(self.data_mark, MarkConfig):
+            raise ConfigError(f"data_mark must be a MarkConfig (how the data was marked) or None, got "
+                              f"{type(self.data_mark).__name__}")
         check_choice("statistic", self.statistic, STATISTICS)
         check_choice("combination", self.combine, COMBINATIONS)
         check_choice("output kind", self.output, OUTPUTS)
@@ -219,4 +236,7 @@ class BlackboxSettings(_Shared):
             "cache_dir": os.fspath(self.cache_dir) if self.cache_dir is not None else None,
             "model_id": self.model_id,
             **self._shared_dict(),
+            # Added later: left out at their defaults so earlier records read the same.
+            **({"probe_mode": self.probe_mode} if self.probe_mode != "same" else {}),
+            **({"data_mark": self.data_mark.to_dict()} if self.data_mark is not None else {}),
         }

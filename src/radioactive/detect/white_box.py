@@ -30,7 +30,8 @@ from .null import with_null_trials
 from .settings import ALIGNMENTS, WhiteboxSettings, check_choice
 from .verdict import DEFAULT_ALPHA, ClassScore, Verdict
 
-__all__ = ["align", "whitebox", "WhiteboxParts", "prepare", "score_rows", "verdict_from_parts"]
+__all__ = ["align", "whitebox", "WhiteboxParts", "prepare", "prepare_options", "score_parts", "score_rows",
+           "verdict_from_parts"]
 
 log = logging.getLogger(__name__)
 
@@ -314,10 +315,20 @@ def whitebox(
         ...                    settings=WhiteboxSettings(null_trials=100, null_seed=0))  # doctest: +SKIP
     """
     settings = settings if settings is not None else WhiteboxSettings()
-    parts = prepare(model, key, reference, marker=marker, head=settings.head, batch_size=settings.batch_size,
-                    alignment=settings.alignment, class_map=settings.class_map, marked=marked,
-                    allow_marked=settings.allow_marked, input_size=settings.input_size,
-                    transform=settings.transform)
+    parts = prepare(model, key, reference, marker=marker, marked=marked, **prepare_options(settings))
+    return score_parts(parts, key, settings)
+
+
+def prepare_options(settings: WhiteboxSettings) -> dict[str, Any]:
+    """The options of :func:`prepare` that ``settings`` gives (the first step of :func:`whitebox`)."""
+    return {"head": settings.head, "batch_size": settings.batch_size, "alignment": settings.alignment,
+            "class_map": settings.class_map, "allow_marked": settings.allow_marked,
+            "input_size": settings.input_size, "transform": settings.transform}
+
+
+def score_parts(parts: WhiteboxParts, key: Key, settings: WhiteboxSettings) -> Verdict:
+    """The last step of :func:`whitebox`: ``key`` scored on prepared ``parts``, with ``settings``' alpha and
+    null trials (:func:`radioactive.detect.keys.whitebox_keys` scores several keys on one preparation)."""
     verdict = verdict_from_parts(parts, key, alpha=settings.alpha)
     return with_null_trials(verdict, key, settings.null_trials, settings.null_seed,
                             lambda other: verdict_from_parts(parts, other, alpha=settings.alpha).log10_p)

@@ -10,8 +10,8 @@ Seeds vary everything random in a run: the key (carriers are the unit of randomn
 marked subset, the marking and the training; :func:`derive_seed` names each purpose's seed.
 
 Modules, in import order: ``identity`` (run ids, cache keys, seeds), ``config`` (the settings and their
-files), ``context`` (data, marker, keys, marked subsets, caches), ``aggregate`` (tables and plot), ``run``
-(one run, the grid, the dry run).
+files), ``twins`` (twin marking and the paired-twin test, ``[twins]``), ``context`` (data, marker, keys,
+marked subsets, caches), ``aggregate`` (tables and plot), ``run`` (one run, the grid, the dry run).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from .config import (
     DetectSettings,
     ExperimentConfig,
     ModelSetting,
+    TwinSettings,
     config_from_dict,
     load_config,
     replace_config,
@@ -32,6 +33,7 @@ from .run import RunSpec, dry_run, expand_grid, run_experiment, run_one
 __all__ = [
     "ModelSetting",
     "DetectSettings",
+    "TwinSettings",
     "ExperimentConfig",
     "RunSpec",
     "load_config",

@@ -18,6 +18,7 @@ from ..detect.verdict import DEFAULT_ALPHA
 from ..errors import ConfigError
 from ..mark import MarkConfig
 from ..train import MODES, TrainRecipe
+from ..twins import DEFAULT_SPREAD
 
 try:
     import tomllib
@@ -28,8 +29,10 @@ __all__ = [
     "TESTS",
     "ModelSetting",
     "DetectSettings",
+    "TwinSettings",
     "ExperimentConfig",
     "load_config",
+    "read_settings",
     "config_from_dict",
     "replace_config",
 ]
@@ -167,6 +170,43 @@ class DetectSettings:
 
 
 @dataclass(frozen=True)
+class TwinSettings:
+    """The paired-twin secret-coin test in a grid (:mod:`radioactive.twins`, :mod:`radioactive.detect.twins`).
+
+    ``enabled``: every image of the largest fraction's marked subset is marked as two twins (spread
+    ``spread``) and the twin its secret coin names is published (the secret's seed is
+    :func:`radioactive.experiment.derive_seed` ``("twins", seed)``); each run then tests whether the suspect
+    prefers the published twins of its marked subset (of the smallest non-zero fraction's on a 0 % run: a
+    calibration check) over their siblings, with each of ``statistics`` averaged over ``views`` fixed views
+    (0: the test's default), recorded as ``twins-<statistic>`` with the win rate. The images the
+    ``published`` test probes with stay marked plainly (control twins cannot share the secret directions and
+    streams, :mod:`radioactive.detect.published`), so they are not among the pairs."""
+
+    enabled: bool = False
+    statistics: tuple[str, ...] = ("loss", "margin")
+    spread: float = DEFAULT_SPREAD
+    views: int = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.enabled, bool):
+            raise ConfigError(f"twins.enabled must be true or false, got {self.enabled!r}")
+        object.__setattr__(self, "statistics", tuple(self.statistics))
+        bad = [s for s in self.statistics if s not in STATISTICS]
+        if bad or not self.statistics:
+            raise ConfigError(f"twins.statistics must name at least one of {list(STATISTICS)}, got "
+                              f"{list(self.statistics)}")
+        if isinstance(self.spread, bool) or not isinstance(self.spread, int | float) or not 0 < self.spread <= 4:
+            raise ConfigError(f"twins.spread must be in (0, 4], got {self.spread!r}")
+        if isinstance(self.views, bool) or not isinstance(self.views, int) or not 0 <= self.views <= 16:
+            raise ConfigError(f"twins.views must be an integer in [0, 16] (0: the test's default), got {self.views!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["statistics"] = list(self.statistics)
+        return out
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     """A grid: ``fractions`` x ``models`` x ``seeds`` with shared marking, training and detection settings.
 
@@ -194,6 +234,7 @@ class ExperimentConfig:
     train: dict[str, Any] = field(default_factory=dict)
     detect: DetectSettings = DetectSettings()
     device: str = "cpu"
+    twins: TwinSettings = TwinSettings()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "fractions", tuple(float(f) for f in self.fractions))
@@ -202,11 +243,19 @@ class ExperimentConfig:
             m if isinstance(m, ModelSetting) else ModelSetting(**m) for m in self.models))
         if isinstance(self.detect, dict):
             object.__setattr__(self, "detect", DetectSettings(**self.detect))
+        if isinstance(self.twins, dict):
+            try:
+                object.__setattr__(self, "twins", TwinSettings(**self.twins))
+            except TypeError as exc:
+                raise ConfigError(f"invalid [twins] setting ({exc}); valid: {sorted(TwinSettings.__dataclass_fields__)}"
+                                  ) from exc
         bad = [f for f in self.fractions if not 0 <= f <= 1]
         if bad:
             raise ConfigError(f"fractions must lie in [0, 1] (0.05 for 5 %), got {bad}")
         if not self.fractions or not self.seeds or not self.models:
             raise ConfigError("an experiment needs at least one fraction, one seed and one model setting")
+        if self.twins.enabled and not any(f > 0 for f in self.fractions):
+            raise ConfigError("[twins] needs a non-zero fraction in the grid (its twins are made for the marked images)")
         if self.key_space not in ("full", "neutral"):
             raise ConfigError(f"unknown key_space {self.key_space!r}; choose from ['full', 'neutral']")
         names = [m.name for m in self.models]
@@ -229,6 +278,11 @@ class ExperimentConfig:
         out["seeds"] = list(self.seeds)
         out["models"] = [m.to_dict() for m in self.models]
         out["detect"] = self.detect.to_dict()
+        # Left out when disabled: the run ids of configurations written before twins existed stay the same.
+        if self.twins.enabled:
+            out["twins"] = self.twins.to_dict()
+        else:
+            out.pop("twins")
         return out
 
 
@@ -245,6 +299,16 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ex
     Raises:
         ConfigError: a missing or unparsable file, another suffix, or an invalid setting.
     """
+    return config_from_dict({**read_settings(path), **(overrides or {})})
+
+
+def read_settings(path: str | Path) -> dict[str, Any]:
+    """The table of settings in a TOML or YAML experiment file, unvalidated (``load_config`` validates it; the
+    robustness table's file adds its own tables, :mod:`radioactive.experiment.robustness`).
+
+    Raises:
+        ConfigError: a missing or unparsable file, another suffix, or something other than a table.
+    """
     path = Path(path)
     if not path.is_file():
         problem = "does not exist (that path is a folder)" if path.is_dir() else "does not exist"
@@ -259,7 +323,7 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ex
         raise ConfigError(f"cannot parse {str(path)!r}: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{str(path)!r} must hold a table of settings, got {type(data).__name__}")
-    return config_from_dict({**data, **(overrides or {})})
+    return data
 
 
 def config_from_dict(data: dict[str, Any]) -> ExperimentConfig:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -16,14 +17,15 @@ from ..detect import Probes
 from ..errors import ConfigError, DatasetError
 from ..fmnist import SPLITS, fashion_mnist_splits, holdout_indices
 from ..key import Key
-from ..mark import mark
+from ..mark import image_seeds, mark
 from ..marker import Marker
 from ..nets import NetSpec, load_checkpoint, make_spec, save_checkpoint
 from ..sources import load_labelled
-from ..train import TrainRecipe, dataset_fingerprint, fit
+from ..train import TrainRecipe, TrainResult, dataset_fingerprint, fit
 from ..zoo import default_marker, resolve_device, shipped_model
 from .config import ExperimentConfig, ModelSetting
 from .identity import content_hash, derive_seed
+from .twins import published_top
 
 __all__ = ["Context", "Splits"]
 
@@ -61,6 +63,7 @@ class Context:
         self._data = _check_splits(data) if data is not None else None
         self._reference_models: dict[int, torch.nn.Module] = {}
         self._train_fingerprint: str | None = None
+        self._suspect: tuple[str, TrainResult] | None = None
 
     # -- data ---------------------------------------------------------------------------------------
     @property
@@ -152,11 +155,15 @@ class Context:
         """(indices into the owner split, marked uint8 images, PSNR) for ``fraction`` of every class.
 
         Nested across fractions: the images marked at 1 % are among those marked at 2 %, and so on. The
-        largest fraction of the experiment is marked once per seed and cached.
+        largest fraction of the experiment is marked once per seed and cached. With ``[twins]``, the images
+        are the published twins (:func:`radioactive.experiment.twins.published_top`).
         """
-        indices = self._selection(seed, max(self.config.fractions))
-        images, psnr = self._marked_top(seed, indices)
-        wanted = self._selection(seed, fraction)
+        indices = self.selection(seed, max(self.config.fractions))
+        if self.config.twins.enabled:
+            images, psnr = published_top(self, seed, indices)
+        else:
+            images, psnr = self.marked_plain(seed, indices)
+        wanted = self.selection(seed, fraction)
         rows = _positions(indices, wanted)
         return wanted, images[rows], psnr[rows]
 
@@ -164,20 +171,29 @@ class Context:
         """Black-box probes made of published images: up to ``published_probes`` per class of the smallest
         non-zero fraction's marked subset, with their originals and their positions in the marking call (the
         augmentation streams the control twins must share)."""
+        top, chosen, rows = self.published_choice(seed)
+        images, labels = self.data["owner"]
+        if self.config.twins.enabled:  # only these are marked plainly, each in its stream of the full marking
+            published, _ = self.marked_plain(seed, chosen, streams=rows.tolist())
+        else:
+            published = self.marked_plain(seed, top)[0][rows]
+        return Probes(images[chosen], labels[chosen], published=published, ids=rows.tolist())
+
+    def published_choice(self, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(the largest non-zero fraction's subset, the published probes' owner indices (sorted), their rows in
+        the former: their augmentation streams) of :meth:`published_probes`."""
         fractions = [f for f in self.config.fractions if f > 0]
         if not fractions:
             raise ConfigError("the 'published' test needs a non-zero fraction in the grid")
-        top = self._selection(seed, max(fractions))
-        marked, _ = self._marked_top(seed, top)
-        small = self._selection(seed, min(fractions))
-        images, labels = self.data["owner"]
+        top = self.selection(seed, max(fractions))
+        small = self.selection(seed, min(fractions))
+        labels = self.data["owner"][1]
         keep = torch.cat([torch.nonzero(labels[small] == k).flatten()[: self.config.detect.published_probes]
                           for k in range(self.num_classes)])
         chosen = small[keep.sort().values]
-        rows = _positions(top, chosen)
-        return Probes(images[chosen], labels[chosen], published=marked[rows], ids=rows.tolist())
+        return top, chosen, _positions(top, chosen)
 
-    def _selection(self, seed: int, fraction: float) -> torch.Tensor:
+    def selection(self, seed: int, fraction: float) -> torch.Tensor:
         """Sorted indices of ``fraction`` of every class: a prefix of one seeded permutation per class."""
         labels = self.data["owner"][1]
         gen = torch.Generator().manual_seed(derive_seed("selection", seed))
@@ -188,12 +204,17 @@ class Context:
             chosen.append(order[: int(round(fraction * len(members)))])
         return torch.cat(chosen).sort().values if chosen else torch.zeros(0, dtype=torch.long)
 
-    def _marked_top(self, seed: int, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(marked uint8 images, PSNR) of the owner images ``indices``, marked with the key of ``seed``; cached."""
+    def marked_plain(self, seed: int, indices: torch.Tensor, *, streams: list[int] | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(marked uint8 images, PSNR) of the owner images ``indices``, marked with the key of ``seed``; cached.
+        Image ``i`` is marked in augmentation stream ``i`` of the run's marking seed, or ``streams[i]``."""
         config = self.config
         key = self.key(seed)
-        ident = content_hash({"key": key.fingerprint, "mark": config.mark_config().to_dict(),
-                              "indices": content_hash(indices.tolist()), "data": self.train_fingerprint()})
+        described = {"key": key.fingerprint, "mark": config.mark_config().to_dict(),
+                     "indices": content_hash(indices.tolist()), "data": self.train_fingerprint()}
+        if streams is not None:  # absent otherwise: the cache names of earlier grids stay the same
+            described["streams"] = content_hash(list(streams))
+        ident = content_hash(described)
         path = self.cache / f"marked-{ident}.safetensors"
         if path.is_file():
             stored = load_file(str(path))
@@ -203,8 +224,9 @@ class Context:
             return images[:0].clone(), torch.zeros(0, dtype=torch.float64)
         start = time.perf_counter()
         log.info("marking %d training images (seed %d)", len(indices), seed)
+        marking_seed = derive_seed("marking", seed)
         result = mark(self.marker, images[indices], labels[indices], key, config.mark_config(),
-                      seed=derive_seed("marking", seed))
+                      seed=marking_seed if streams is None else image_seeds(marking_seed, streams))
         marked = (result.images.detach().cpu() * 255).round().clamp(0, 255).to(torch.uint8)
         psnr = result.psnr.detach().cpu().to(torch.float64)
         self.cache.mkdir(parents=True, exist_ok=True)
@@ -214,6 +236,14 @@ class Context:
         return marked, psnr
 
     # -- models -------------------------------------------------------------------------------------
+    def suspect(self, ident: str, train: Callable[[], TrainResult]) -> TrainResult:
+        """``train()``, or the result of the last call when it had the same ``ident``: the runs of a robustness
+        table that change a trained suspect (``experiment.treatments``) share one training. Kept in memory
+        (one suspect); the caller names it by everything its training depends on."""
+        if self._suspect is None or self._suspect[0] != ident:
+            self._suspect = (ident, train())
+        return self._suspect[1]
+
     def start_point(self, model: ModelSetting) -> tuple[NetSpec | torch.nn.Module, torch.nn.Module | None]:
         """(spec or network to train, teacher or None)."""
         images = self.data["owner"][0]

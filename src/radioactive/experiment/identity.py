@@ -39,6 +39,10 @@ SEED_PURPOSES: dict[str, Callable[[int], int]] = {
     "control_training": lambda seed: 1_000_037 * seed + 5,
     # The random keys of the white-box test's empirical null (``whitebox_null_trials``).
     "whitebox_null": lambda seed: 7_727 * seed + 11,
+    # A robustness treatment's own training (fine-tuning, the distilled student): experiment.treatments.
+    "treatment": lambda seed: 1_000_099 * seed + 31,
+    # The twin secret (``[twins]``): each marked image's secret direction, twin streams and coin.
+    "twins": lambda seed: 1_000_081 * seed + 29,
     # Experiment-wide (the grid seed is not used):
     # which images of a folder dataset are held out, never published (Fashion-MNIST's split uses seed 0 too);
     "holdout": lambda _seed: 0,

@@ -21,13 +21,15 @@ from ..detect.verdict import Verdict
 from ..errors import ConfigError
 from ..marker import Marker
 from ..nets import ARCHITECTURES
-from ..train import evaluate, fit
+from ..train import TrainResult, dataset_fingerprint, evaluate, fit
 from .aggregate import aggregate
 from .config import ExperimentConfig, ModelSetting
 from .context import Context, Splits
 from .identity import content_hash, derive_seed
+from .treatments import Treatment
+from .twins import twins_verdicts
 
-__all__ = ["RunSpec", "expand_grid", "run_one", "run_experiment", "dry_run"]
+__all__ = ["RunSpec", "expand_grid", "run_one", "run_experiment", "dry_run", "treated_run_id"]
 
 Progress = Callable[[str], None]
 
@@ -58,19 +60,28 @@ class RunSpec:
         return content_hash(self.to_dict())
 
 
+def treated_run_id(spec: RunSpec, treatment: Treatment) -> str:
+    """The id of ``spec`` under ``treatment``: the grid run's own without one (kind ``none``), else a hash of both."""
+    return spec.run_id if treatment.kind == "none" else content_hash({"run": spec.to_dict(),
+                                                                     "treatment": treatment.to_dict()})
+
+
 def expand_grid(config: ExperimentConfig) -> list[RunSpec]:
     """Every run of the grid, ordered by seed, then fraction, then model setting."""
     return [RunSpec.of(config, fraction=fraction, model=model, seed=seed)
             for seed in config.seeds for fraction in config.fractions for model in config.models]
 
 
-def _detect(spec: RunSpec, context: Context, model: torch.nn.Module) -> dict[str, Verdict]:
-    """Every configured test of ``model`` with the key of ``spec.seed``, by record name."""
+def _detect(spec: RunSpec, context: Context, model: torch.nn.Module, *, weights: torch.nn.Module | None = None
+            ) -> dict[str, Verdict]:
+    """Every configured test of ``model`` with the key of ``spec.seed``, by record name; the white-box tests
+    read ``weights`` when given (a quantized model's dequantized copy, :mod:`radioactive.experiment.treatments`)."""
+    weights = model if weights is None else weights
     detect, marker = context.config.detect, context.marker
     key = context.key(spec.seed)
     verdicts: dict[str, Verdict] = {}
     if "whitebox" in detect.tests:
-        verdicts["whitebox"] = whitebox(model, key, context.reference_images()[0], marker=marker,
+        verdicts["whitebox"] = whitebox(weights, key, context.reference_images()[0], marker=marker,
                                         settings=WhiteboxSettings(
                                             alpha=detect.alpha, null_trials=detect.whitebox_null_trials,
                                             null_seed=derive_seed("whitebox_null", spec.seed)))
@@ -78,7 +89,7 @@ def _detect(spec: RunSpec, context: Context, model: torch.nn.Module) -> dict[str
         images, labels = context.reference_images()
         if detect.gradient_reference_images > 0:
             images, labels = images[: detect.gradient_reference_images], labels[: detect.gradient_reference_images]
-        verdicts["gradient"] = gradient_whitebox(model, key, (images, labels), marker=marker,
+        verdicts["gradient"] = gradient_whitebox(weights, key, (images, labels), marker=marker,
                                                  images_for=detect.gradient_images, alpha=detect.alpha)
     sources = [name for name in ("blackbox", "published") if name in detect.tests]
     # One reference: as recorded; several: their mean response is subtracted (difference in differences).
@@ -94,17 +105,34 @@ def _detect(spec: RunSpec, context: Context, model: torch.nn.Module) -> dict[str
         for name, statistic, combine in detect.variant_names(source):
             verdicts[name] = verdict_from_observations(observations, statistic=statistic, combine=combine,
                                                        alpha=detect.alpha)
+    if context.config.twins.enabled:
+        verdicts.update(twins_verdicts(context, spec.seed, spec.fraction, model))
     return verdicts
 
 
+def _twin_summary(verdicts: dict[str, Verdict]) -> dict[str, Any]:
+    """The twins tests' win rates and pair count (record keys ``twin_win_rate``, ``twin_pairs``; none without
+    twins, so the records of other grids keep their keys)."""
+    twins = {name: v for name, v in verdicts.items() if name.startswith("twins-")}
+    if not twins:
+        return {}
+    return {"twin_win_rate": {name: v.details["win_rate"] for name, v in twins.items()},
+            "twin_pairs": next(iter(twins.values())).counts["pairs"]}
+
+
 def run_one(spec: RunSpec, context: Context, *, keep_model: bool = False, progress: Progress | None = None,
-            training_seed: int | None = None) -> dict[str, Any]:
+            training_seed: int | None = None, treatment: Treatment | None = None) -> dict[str, Any]:
     """Mark, train, detect: one run of the grid. Returns its JSON record (and, when ``keep_model``, the model,
     its spec and the verdicts under ``_model``, ``_spec`` and ``_verdicts``).
 
     ``training_seed`` replaces the grid's paired training seed (``derive_seed("training", spec.seed)``, the
     same at every fraction); the demo's clean control takes its own, so that it does not share the suspect's
     initialisation and batch order (and with them the same draw of the response to the key's carriers).
+
+    ``treatment`` (the robustness table, :mod:`radioactive.experiment.treatments`) re-encodes the published
+    images before training or changes the trained suspect before the tests; the record then carries it, its
+    own run id and the treated model's test accuracy (``train_metrics`` keeps the untreated one). Runs that
+    differ only in a model treatment share one training (:meth:`Context.suspect`).
 
     ``progress`` receives a line after each stage (marking, training, tests)."""
     say = progress or (lambda _line: None)
@@ -115,22 +143,28 @@ def run_one(spec: RunSpec, context: Context, *, keep_model: bool = False, progre
     published = images.clone()
     if len(indices):
         published[indices] = marked
+    if treatment is not None:
+        published = treatment.publish(published)
     mark_seconds = time.perf_counter() - start
     say(f"  marked images: {len(indices)} ({mark_seconds:.0f} s)")
 
     start_train = time.perf_counter()
     start_point, teacher = context.start_point(spec.model)
-    result = fit(start_point, published, labels, recipe=context.config.recipe(spec.model),
-                 seed=derive_seed("training", spec.seed) if training_seed is None else training_seed,
-                 test=context.data["test"], teacher=teacher,
-                 device=context.device, num_classes=context.num_classes)
-    model = result.model
+    seed = derive_seed("training", spec.seed) if training_seed is None else training_seed
+
+    def train() -> TrainResult:
+        return fit(start_point, published, labels, recipe=context.config.recipe(spec.model), seed=seed,
+                   test=context.data["test"], teacher=teacher, device=context.device, num_classes=context.num_classes)
+
+    result = train() if treatment is None else context.suspect(
+        content_hash([spec.run_id, seed, dataset_fingerprint(published, labels)]), train)
+    model = result.model if treatment is None else treatment.apply(result.model, context, spec.seed)
     train_seconds = time.perf_counter() - start_train
     say(f"  trained {spec.model.name}: test accuracy {result.metrics.get('test_accuracy', float('nan')):.4f} "
         f"({train_seconds:.0f} s)")
 
     start_detect = time.perf_counter()
-    verdicts = _detect(spec, context, model)
+    verdicts = _detect(spec, context, model, weights=treatment.weights(model) if treatment is not None else None)
     detect_seconds = time.perf_counter() - start_detect
     say("  tests: " + ", ".join(f"{name} log10 p {v.log10_p:.2f}" for name, v in verdicts.items())
         + f" ({detect_seconds:.0f} s)")
@@ -148,9 +182,11 @@ def run_one(spec: RunSpec, context: Context, *, keep_model: bool = False, progre
         "train_images": int(len(labels)),
         "psnr_min": float(psnr.min()) if len(psnr) else None,
         "psnr_mean": float(finite.mean()) if len(finite) else None,
-        "test_accuracy": result.metrics.get("test_accuracy"),
+        "test_accuracy": (result.metrics.get("test_accuracy") if model is result.model
+                          else evaluate(model, *context.data["test"])["accuracy"]),
         "accuracy_on_marked": evaluate(model, marked, labels[indices])["accuracy"] if len(indices) else None,
         "log10_p": {name: verdict.log10_p for name, verdict in verdicts.items()},
+        **_twin_summary(verdicts),
         "verdicts": {name: verdict.to_dict() for name, verdict in verdicts.items()},
         "seconds": {"mark": mark_seconds, "train": train_seconds, "detect": detect_seconds,
                     "total": time.perf_counter() - start},
@@ -158,6 +194,8 @@ def run_one(spec: RunSpec, context: Context, *, keep_model: bool = False, progre
         "config": spec.to_dict(),
         "versions": versions(),
     }
+    if treatment is not None:
+        record["run_id"], record["treatment"] = treated_run_id(spec, treatment), treatment.to_dict()
     if keep_model:
         record["_model"] = model
         record["_spec"] = result.spec if result.spec is not None else context.init_spec(spec.model)
@@ -257,6 +295,8 @@ def dry_run(config: ExperimentConfig) -> list[str]:
     lines.append("marking: " + json.dumps(config.mark_config().to_dict()))
     lines += [f"model {m.name}: " + json.dumps(config.recipe(m).to_dict()) for m in config.models]
     lines.append("detect: " + json.dumps(config.detect.to_dict()))
+    if config.twins.enabled:
+        lines.append("twins: " + json.dumps(config.twins.to_dict()))
     lines += [f"  {spec.run_id}  {spec.model.name:<28} fraction {spec.fraction:<6g} seed {spec.seed}"
               for spec in runs]
     return lines
