@@ -62,9 +62,11 @@ SUFFIXES = (".safetensors", ".pt", ".pth", ".pt2")
 
 
 # -- suspects ------------------------------------------------------------------------------------------
-def from_heldout(out: Path) -> tuple[list[dict[str, Any]], list[str], dict[str, Any]]:
-    """(suspects, the suite's reference paths, shared settings) from the suite's run records."""
+def from_heldout(out: Path, seeds: list[int] | None = None) -> tuple[list[dict[str, Any]], list[str], dict[str, Any]]:
+    """(suspects, the suite's reference paths, shared settings) from the suite's run records (of ``seeds`` only,
+    when given)."""
     records = [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*.json"))]
+    records = [r for r in records if seeds is None or r["seed"] in seeds]
     if not records:
         raise SystemExit(f"no run records in {out / 'runs'}: run heldout/run_suite.py first")
     suspects, references = [], []
@@ -227,6 +229,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--references", nargs="*", default=[], help="reference checkpoints, in order")
     parser.add_argument("--reference-arch", default=None, help="architecture of bare reference weights")
     parser.add_argument("--train-references", nargs="*", default=[], metavar="ARCH:SEED")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None,
+                        help="with --from-heldout: the suite seeds whose runs to use (default: every run)")
+    parser.add_argument("--skip-missing", action="store_true",
+                        help="with --from-heldout: leave out runs whose suspect is no longer cached (recorded)")
     parser.add_argument("--counts", type=int, nargs="+", default=[0, 1, 3, 5])
     parser.add_argument("--variants", nargs="+", default=["margin:perm", "loss:perm"])
     parser.add_argument("--marker", default=None, help="marking network (default: the one each key records)")
@@ -247,8 +253,14 @@ def main(argv: list[str] | None = None) -> int:
 
     device = resolve_device(args.device)
     references_paths = list(args.references)
+    skipped: list[str] = []
     if args.from_heldout:
-        suspects, suite_references, shared = from_heldout(args.from_heldout)
+        suspects, suite_references, shared = from_heldout(args.from_heldout, args.seeds)
+        if args.skip_missing:  # suspects whose cached weights are gone (a cache lost with its machine)
+            skipped = [s["name"] for s in suspects if not Path(s["weights"]).is_file()]
+            suspects = [s for s in suspects if Path(s["weights"]).is_file()]
+            for name in skipped:
+                log.warning("skipped %s: its weights are not in the suite's cache", name)
         references_paths = suite_references + [p for p in references_paths if p not in suite_references]
         args.probe_slice, args.controls = args.probe_slice or shared["probe_slice"], shared["controls"]
     elif args.manifest:
@@ -294,6 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "flock /tmp/radioactive-heavy.lock nice -n 10 .venv/bin/python benchmarks/bench_references.py "
                    + " ".join(argv if argv is not None else sys.argv[1:]),
         "settings": settings,
+        "skipped": skipped,
         "versions": versions(),
         "marker_sha256": sorted({m.info.weights_sha256 for m in markers.values()}),
         "references": [{"path": p, "sha256": sha256_file(p)} for p in references_paths[: max(args.counts)]],

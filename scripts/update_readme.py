@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import statistics
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -442,6 +443,50 @@ def plan_validation() -> list[str]:
     ]
 
 
+REFERENCE_FILES = ["references.json", "references-seeds-1-2.json"]
+
+
+def reference_counts() -> list[str]:
+    """Several references for difference in differences (issue 14): 0/1/3/5 references on the held-out suite
+    (benchmarks/bench_references.py; one file per batch of suite seeds)."""
+    batches = [(name, data) for name in REFERENCE_FILES if (data := load(name))]
+    if not batches:
+        return []
+    rows = [s for _, data in batches for s in data["suspects"]]
+    keys = sorted({s["key_fingerprint"] for s in rows})
+    counts = sorted({int(c) for s in rows for c in s["counts"]})
+    variants = [v for v in ("margin-perm", "loss-perm") if any(v in c for s in rows for c in s["counts"].values())]
+    fractions = sorted({s["fraction"] for s in rows})
+    header = ["marked", "test", "suspects (keys)"] + [f"{n} reference{'s' if n != 1 else ''}" for n in counts]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for fraction in fractions:
+        for variant in variants:
+            group = [s for s in rows if s["fraction"] == fraction]
+            cells = []
+            for n in counts:
+                values = [s["counts"][str(n)][variant]["log10_p"] for s in group if str(n) in s["counts"]]
+                worst = max(values) if fraction > 0 else min(values)
+                cells.append(f"{f(statistics.median(values))} ({f(worst)})" if values else "–")
+            n_keys = len({s["key_fingerprint"] for s in group})
+            lines.append(f"| {100 * fraction:g} % | {variant.replace('-', ', ')} | {len(group)} ({n_keys}) | "
+                         + " | ".join(cells) + " |")
+    skipped = [n for _, data in batches for n in data.get("skipped", [])]
+    refs = batches[0][1]["references"]
+    return [
+        f"**Several reference models** (`benchmarks/bench_references.py --from-heldout results/heldout`; "
+        f"{len(rows)} held-out suspects, {len(keys)} keys): the exact permutation test without difference in "
+        "differences (0) and minus the mean response of the first n references (the suite's clean cnn, then cnns, "
+        f"resnet_narrows and an mlp of other seeds; {len(refs)} in all). Cells: median log10 p over suspects and, "
+        "in brackets, the worst (clean: the lowest; marked: the highest). Files: "
+        + ", ".join(f"`benchmarks/results/{name}`" for name, _ in batches)
+        + (f"; {len(skipped)} suspects whose cached weights were lost with a machine are left out" if skipped else "")
+        + ".",
+        "",
+        *lines,
+        "",
+    ]
+
+
 def robustness() -> list[str]:
     out = []
     fuzz = load("fuzz.json")
@@ -520,7 +565,7 @@ def treatments(folder: Path = ROBUSTNESS) -> list[str]:
 
 
 def main() -> None:
-    block = [BEGIN, ""] + marking() + large_tree() + calibration() + whitebox() + demo() + grid() + plan_validation() + converged() + heldout() + treatments() + robustness()
+    block = [BEGIN, ""] + marking() + large_tree() + calibration() + whitebox() + demo() + grid() + plan_validation() + converged() + heldout() + reference_counts() + treatments() + robustness()
     block += [END]
     readme = ROOT / "README.md"
     text = readme.read_text()
