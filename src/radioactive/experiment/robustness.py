@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from .aggregate import aggregate, markdown_table
 from .config import ExperimentConfig, ModelSetting, config_from_dict, read_settings, replace_config
 from .context import Context, Splits
 from .identity import derive_seed
+from .resume import Job, run_pending
 from .run import RunSpec, check_architectures, run_one, treated_run_id
 from .treatments import Treatment
 
@@ -202,27 +204,14 @@ def run_robustness(
                                         data=data or (first.data if first else None))
         return contexts[marking]
 
-    runs = expand_robustness(config)
-    records, done_new = [], 0
-    for number, run in enumerate(runs, 1):
-        path = out / "runs" / f"{run.run_id}.json"
-        label = f"[{number}/{len(runs)}] {run.label} fraction {run.spec.fraction:g} seed {run.spec.seed}"
-        if path.is_file():
-            records.append(json.loads(path.read_text()))
-            if progress:
-                progress(f"{label}: cached")
-            continue
-        if limit is not None and done_new >= limit:
-            break
-        with (guard or nullcontext)():
-            record = run_one(run.spec, context_of(run.marking), treatment=run.treatment)
+    def execute(run: RobustRun) -> dict[str, Any]:
+        record = run_one(run.spec, context_of(run.marking), treatment=run.treatment)
         record.update(marking=run.marking, seeds=_seeds(run.spec.seed, config.experiment))
-        atomic_write_json(path, record)
-        records.append(record)
-        done_new += 1
-        if progress:
-            shown = ", ".join(f"{k} log10 p {v:.2f}" for k, v in record["log10_p"].items())
-            progress(f"{label}: accuracy {record['test_accuracy']:.4f}, {shown} ({record['seconds']['total']:.0f} s)")
+        return record
+
+    jobs = [Job(out / "runs" / f"{run.run_id}.json", f"{run.label} fraction {run.spec.fraction:g} seed {run.spec.seed}",
+                partial(execute, run)) for run in expand_robustness(config)]
+    records = run_pending(jobs, progress=progress, limit=limit, guard=guard)
     summarise(config, records, out)
     return records
 

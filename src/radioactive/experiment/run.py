@@ -7,6 +7,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from .aggregate import aggregate
 from .config import ExperimentConfig, ModelSetting
 from .context import Context, Splits
 from .identity import content_hash, derive_seed
+from .resume import Job, run_pending
 from .treatments import Treatment
 from .twins import twins_verdicts
 
@@ -224,26 +226,9 @@ def run_experiment(
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "config.json", config.to_dict())
     context = Context(config, out, marker=marker, data=data)
-    runs = expand_grid(config)
-    records = []
-    done_new = 0
-    for number, spec in enumerate(runs, 1):
-        path = out / "runs" / f"{spec.run_id}.json"
-        label = f"[{number}/{len(runs)}] {spec.model.name} fraction {spec.fraction:g} seed {spec.seed}"
-        if path.is_file():
-            records.append(json.loads(path.read_text()))
-            if progress:
-                progress(f"{label}: cached")
-            continue
-        if limit is not None and done_new >= limit:
-            break
-        record = run_one(spec, context)
-        atomic_write_json(path, record)
-        records.append(record)
-        done_new += 1
-        if progress:
-            shown = ", ".join(f"{k} log10 p {v:.2f}" for k, v in record["log10_p"].items())
-            progress(f"{label}: accuracy {record['test_accuracy']:.4f}, {shown} ({record['seconds']['total']:.0f} s)")
+    jobs = [Job(out / "runs" / f"{spec.run_id}.json", f"{spec.model.name} fraction {spec.fraction:g} seed {spec.seed}",
+                partial(run_one, spec, context)) for spec in expand_grid(config)]
+    records = run_pending(jobs, progress=progress, limit=limit)
     aggregate(records, out, alpha=config.detect.alpha)
     return records
 
