@@ -5,7 +5,7 @@ refused), and ``--probe-mode cross`` marks fresh probes along other classes' car
 import json
 
 import pytest
-from helpers.detect_files import write_detect_files
+from helpers.detect_files import blackbox_detect_args, mark_whole, write_detect_files
 
 import radioactive.detect.observations as observations
 from radioactive.cli import main
@@ -17,16 +17,12 @@ MARK_FLAGS = ["--steps", "3", "--lr", "0.03", "--augment", "flip", "--seed", "5"
 def marked(tmp_path_factory):
     """``src`` (3 classes x 2 images) marked whole by the command line into ``pub`` (3 steps, PSNR >= 40)."""
     tmp = write_detect_files(tmp_path_factory.mktemp("levers"), classes=3, per_class=2, planted=0.0, images="src")
-    assert main(["mark", "--key", str(tmp / "key.safetensors"), "--marker", str(tmp / "marker.safetensors"),
-                 "--data", str(tmp / "src"), "--fraction", "1", "--out", str(tmp / "pub"), "--no-progress",
-                 "--device", "cpu", *MARK_FLAGS]) == 0
+    mark_whole(tmp, MARK_FLAGS)
     return tmp
 
 
 def _detect(tmp, *more):
-    return ["detect", "--key", str(tmp / "key.safetensors"), "--marker", str(tmp / "marker.safetensors"),
-            "--model", str(tmp / "suspect.safetensors"), "--black-box", "--probes", str(tmp / "src"),
-            "--probes-per-class", "2", "--controls", "2", "--cache-dir", "", "--device", "cpu", *more]
+    return blackbox_detect_args(tmp, 2, *more)
 
 
 def _last_error(capsys) -> str:

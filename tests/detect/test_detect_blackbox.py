@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 import torch
 from helpers.calibration import assert_rate_within
-from helpers.tiny import tiny_marker, tiny_model, tiny_spec
+from helpers.tiny import (
+    carrier_reader,
+    no_grad_predictor,
+    tiny_marker,
+    tiny_model,
+    tiny_probes,
+    tiny_spec,
+)
 
 from radioactive import stats
 from radioactive.detect import BlackboxSettings, Probes, blackbox
@@ -38,8 +45,7 @@ def marker() -> Marker:
 
 @pytest.fixture(scope="module")
 def probes() -> Probes:
-    gen = torch.Generator().manual_seed(1)
-    return Probes(torch.randint(0, 256, (24, 1, 12, 12), generator=gen, dtype=torch.uint8), torch.arange(24) % 4)
+    return tiny_probes()
 
 
 @pytest.fixture(scope="module")
@@ -47,11 +53,7 @@ def clean_model() -> torch.nn.Module:
     return tiny_model(SPEC, seed=2).eval()
 
 
-def _predict(model):
-    def predict(x):
-        with torch.no_grad():
-            return model(x)
-    return predict
+_predict = no_grad_predictor
 
 
 def test_all_variants_run_and_are_valid(marker, probes, clean_model):
@@ -98,22 +100,8 @@ def test_rank_test_is_calibrated_fast(marker, probes, clean_model):
 
 
 def _carrier_reader(marker, key, probes, scale=1e4):
-    """A suspect that scores each image by its feature shift along the true carriers (it memorised the clean
-    probes and their labels): it ranks the true set first in every class."""
-    clean = probes.images.float() / 255
-    with torch.no_grad():
-        clean_feats = marker.features(clean).double()
-
-    def predict(x):
-        with torch.no_grad():
-            nearest = torch.cdist(x.flatten(1), clean.flatten(1)).argmin(1)
-            shift = marker.features(x).double() - clean_feats[nearest]
-        label = probes.labels[nearest]
-        logits = torch.zeros(len(x), 4, dtype=torch.float64)
-        logits[torch.arange(len(x)), label] = (shift * key.carriers[label]).sum(1) * scale
-        return logits  # the image's own class scores its shift along that class's true carrier
-
-    return predict
+    """A suspect that memorised the clean probes: it ranks the true set first in every class."""
+    return carrier_reader(marker, key, probes, scale=scale, num_classes=4)
 
 
 def test_signal_is_detected_when_model_prefers_true_version(marker, probes):

@@ -7,7 +7,12 @@ import numpy as np
 import pytest
 import torch
 from helpers.calibration import assert_rate_within
-from helpers.tiny import tiny_marker, tiny_model, tiny_spec
+from helpers.tiny import (
+    tiny_marker,
+    tiny_predictor,
+    tiny_probes,
+    tiny_spec,
+)
 
 from radioactive.detect import BlackboxSettings, Probes, blackbox
 from radioactive.detect.combine import verdict_from_observations
@@ -29,18 +34,11 @@ def marker() -> Marker:
 
 @pytest.fixture(scope="module")
 def probes() -> Probes:
-    gen = torch.Generator().manual_seed(1)
-    return Probes(torch.randint(0, 256, (24, 1, 12, 12), generator=gen, dtype=torch.uint8), torch.arange(24) % 4)
+    return tiny_probes()
 
 
 def _predict(seed: int):
-    model = tiny_model(SPEC, seed=seed).eval()
-
-    def predict(x):
-        with torch.no_grad():
-            return model(x)
-
-    return predict
+    return tiny_predictor(SPEC, seed=seed)
 
 
 def test_cross_targets_are_balanced_and_never_the_own_class():

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from helpers.detect_files import write_detect_files
+from helpers.detect_files import blackbox_detect_args, mark_whole, write_detect_files
 from PIL import Image
 
 import radioactive.detect.observations as observations
@@ -23,16 +23,12 @@ MARK_FLAGS = ["--steps", "3", "--lr", "0.03", "--augment", "flip", "--seed", "5"
 def marked(tmp_path_factory):
     """``src`` (3 classes x 1 image) marked whole by the command line into ``pub`` with non-default settings."""
     tmp = write_detect_files(tmp_path_factory.mktemp("marked-with"), classes=3, per_class=1, planted=0.0, images="src")
-    assert main(["mark", "--key", str(tmp / "key.safetensors"), "--marker", str(tmp / "marker.safetensors"),
-                 "--data", str(tmp / "src"), "--fraction", "1", "--out", str(tmp / "pub"), "--no-progress",
-                 "--device", "cpu", *MARK_FLAGS]) == 0
+    mark_whole(tmp, MARK_FLAGS)
     return tmp
 
 
 def _detect(tmp, *more):
-    return ["detect", "--key", str(tmp / "key.safetensors"), "--marker", str(tmp / "marker.safetensors"),
-            "--model", str(tmp / "suspect.safetensors"), "--black-box", "--probes", str(tmp / "src"),
-            "--probes-per-class", "1", "--controls", "2", "--cache-dir", "", "--device", "cpu", *more]
+    return blackbox_detect_args(tmp, 1, *more)
 
 
 def _true_versions(monkeypatch):

@@ -4,9 +4,14 @@ import math
 
 import numpy as np
 import pytest
-import torch
 from helpers.calibration import assert_rate_within
-from helpers.tiny import tiny_marker, tiny_model, tiny_spec
+from helpers.tiny import (
+    carrier_reader,
+    tiny_marker,
+    tiny_predictor,
+    tiny_probes,
+    tiny_spec,
+)
 
 from radioactive.detect import BlackboxSettings, Probes, blackbox
 from radioactive.detect.combine import REFERENCE_EXTREME, permutation_sum_log_p, verdict_from_observations
@@ -27,37 +32,17 @@ def marker() -> Marker:
 
 @pytest.fixture(scope="module")
 def probes() -> Probes:
-    gen = torch.Generator().manual_seed(1)
-    return Probes(torch.randint(0, 256, (24, 1, 12, 12), generator=gen, dtype=torch.uint8), torch.arange(24) % 4)
+    return tiny_probes()
 
 
 def _predict(seed: int):
-    model = tiny_model(SPEC, seed=seed).eval()
-
-    def predict(x):
-        with torch.no_grad():
-            return model(x)
-
-    return predict
+    return tiny_predictor(SPEC, seed=seed)
 
 
 def _carrier_reader(marker, key, probes, scale):
     """Scores each image's own class by its feature shift along the true carrier (times ``scale``): with
     ``scale`` > 0 it ranks the true set first in every class, with ``scale`` < 0 last."""
-    clean = probes.images.float() / 255
-    with torch.no_grad():
-        clean_feats = marker.features(clean).double()
-
-    def predict(x):
-        with torch.no_grad():
-            nearest = torch.cdist(x.flatten(1), clean.flatten(1)).argmin(1)
-            shift = marker.features(x).double() - clean_feats[nearest]
-        label = probes.labels[nearest]
-        logits = torch.zeros(len(x), 4, dtype=torch.float64)
-        logits[torch.arange(len(x)), label] = (shift * key.carriers[label]).sum(1) * scale
-        return logits
-
-    return predict
+    return carrier_reader(marker, key, probes, scale=scale, num_classes=4)
 
 
 def test_did_with_two_references_subtracts_their_mean(marker, probes):

@@ -32,3 +32,21 @@ def write_detect_files(folder: Path, *, classes: int, per_class: int, planted: f
             pixels = torch.randint(0, 256, (28, 28), generator=generator, dtype=torch.uint8).numpy()
             Image.fromarray(pixels).save(folder / images / f"c{k}" / f"{i:02d}.png")
     return folder
+
+
+def mark_whole(folder: Path, flags: list[str]) -> None:
+    """Mark ``folder/src`` whole into ``folder/pub`` with the command line (the files of
+    :func:`write_detect_files` with ``images="src"``; ``flags`` are the marking settings)."""
+    from radioactive.cli import main
+
+    assert main(["mark", "--key", str(folder / "key.safetensors"), "--marker", str(folder / "marker.safetensors"),
+                 "--data", str(folder / "src"), "--fraction", "1", "--out", str(folder / "pub"), "--no-progress",
+                 "--device", "cpu", *flags]) == 0
+
+
+def blackbox_detect_args(folder: Path, per_class: int, *more: str) -> list[str]:
+    """``detect``'s arguments for a black-box audit of ``folder``'s suspect on probes ``folder/src`` (``per_class``
+    probes per class, 2 control sets, no cache), then ``more``."""
+    return ["detect", "--key", str(folder / "key.safetensors"), "--marker", str(folder / "marker.safetensors"),
+            "--model", str(folder / "suspect.safetensors"), "--black-box", "--probes", str(folder / "src"),
+            "--probes-per-class", str(per_class), "--controls", "2", "--cache-dir", "", "--device", "cpu", *more]

@@ -72,3 +72,47 @@ def write_class_tree(root: Path, *, per_class: int, seed: int, classes: tuple[st
             Image.fromarray(rng.integers(0, 256, (16, 16), dtype=np.uint8)).save(root / name / f"{i:03d}.png")
         Image.fromarray(rng.integers(0, 256, (18, 20, 3), dtype=np.uint8)).save(root / name / "photo.jpg", quality=95)
     return root
+
+
+def tiny_probes(*, count: int = 24, classes: int = 4, size: int = 12, seed: int = 1):
+    """``count`` seeded random uint8 ``1 x size x size`` probes with labels ``arange(count) % classes``."""
+    from radioactive.detect import Probes
+
+    gen = torch.Generator().manual_seed(seed)
+    return Probes(torch.randint(0, 256, (count, 1, size, size), generator=gen, dtype=torch.uint8),
+                  torch.arange(count) % classes)
+
+
+def no_grad_predictor(model: torch.nn.Module):
+    """``x -> model(x)`` without gradients (a black-box suspect)."""
+
+    def predict(x):
+        with torch.no_grad():
+            return model(x)
+
+    return predict
+
+
+def tiny_predictor(spec: NetSpec, *, seed: int):
+    """A black-box suspect: a freshly initialised ``spec`` (see :func:`tiny_model`) in eval mode."""
+    return no_grad_predictor(tiny_model(spec, seed=seed).eval())
+
+
+def carrier_reader(marker: Marker, key: Key, probes, *, scale: float, num_classes: int):
+    """A suspect that memorised the clean probes and their labels and scores each image's own class by its
+    feature shift along that class's true carrier (times ``scale``): with ``scale`` > 0 it ranks the true set
+    first in every class, with ``scale`` < 0 last."""
+    clean = probes.images.float() / 255
+    with torch.no_grad():
+        clean_feats = marker.features(clean).double()
+
+    def predict(x):
+        with torch.no_grad():
+            nearest = torch.cdist(x.flatten(1), clean.flatten(1)).argmin(1)
+            shift = marker.features(x).double() - clean_feats[nearest]
+        label = probes.labels[nearest]
+        logits = torch.zeros(len(x), num_classes, dtype=torch.float64)
+        logits[torch.arange(len(x)), label] = (shift * key.carriers[label]).sum(1) * scale
+        return logits
+
+    return predict

@@ -78,7 +78,9 @@ def _sources(args: argparse.Namespace) -> list[Path]:
         return [Path(p) for p in args.pilot]
     for base in (Path.cwd(), Path(__file__).resolve().parents[3]):
         if (base / DEFAULT_SOURCE / "runs").is_dir():
-            return [base / DEFAULT_SOURCE]
+            found = (base / DEFAULT_SOURCE).resolve()
+            # Shown relative to the working directory where it lies below it (no machine's paths in the JSON).
+            return [found.relative_to(Path.cwd().resolve()) if found.is_relative_to(Path.cwd().resolve()) else found]
     raise ConfigError(f"no measured runs: {str(DEFAULT_SOURCE)!r} is not here; give --from DIR (an experiment "
                       "output folder) or --pilot OUT")
 
