@@ -40,7 +40,7 @@ import torch
 
 from radioactive._io import atomic_write_json, versions
 from radioactive.detect.combine import verdict_from_observations
-from radioactive.detect.observations import collect
+from radioactive.detect.observations import collect, model_predictor
 from radioactive.key import Key
 from radioactive.mark import MarkConfig
 
@@ -68,13 +68,6 @@ def parse_variant(name: str, steps: int, lr: float) -> tuple[str, MarkConfig]:
     return mode, MarkConfig(steps=steps, lr=lr, min_psnr=float(floor), eval_draws=0)
 
 
-def predictor(model: torch.nn.Module):
-    def predict(x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return model(x)
-    return predict
-
-
 def calibrate(marker, suspects, reference, probes, variants, keys: int, controls: int, fpr_check) -> dict:
     log10_ps: dict[str, list[float]] = {}
     start = time.perf_counter()
@@ -83,7 +76,7 @@ def calibrate(marker, suspects, reference, probes, variants, keys: int, controls
             key = Key.generate(marker.info, seed=3_000_000 + i)  # not bench_calibration's keys
             for variant, (mode, config) in variants.items():
                 for name, model in suspects.items():
-                    obs = collect(predictor(model), key, probes, marker=marker, num_controls=controls,
+                    obs = collect(model_predictor(model), key, probes, marker=marker, num_controls=controls,
                                   reference=reference, config=config, seed=i, cache_dir=cache_dir, probe_mode=mode)
                     for statistic in STATISTICS:
                         for combine in COMBINES:
@@ -140,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         "versions": versions(),
         "setup_seconds": time.perf_counter() - start,
     }
-    out["cells"] = calibrate(marker, suspects, predictor(models["mlp"].eval()), probes, variants, args.keys,
+    out["cells"] = calibrate(marker, suspects, model_predictor(models["mlp"].eval()), probes, variants, args.keys,
                              args.controls, calib.fpr_check)
     out["ok"] = all(v["ok"] for k, v in out["cells"].items() if not k.startswith("_"))
     out["total_seconds"] = time.perf_counter() - start

@@ -75,7 +75,7 @@ from radioactive.key import random_key
 ROOT = Path(__file__).resolve().parents[1]
 log = logging.getLogger("bench_two_owners")
 OWNERS = ("A", "B")
-FRACTIONS = {"A": 0.05, "B": 0.10}
+FRACTIONS = {"A": 0.05, "B": 0.10}  # the default; --fractions A B
 OWNER_B_OFFSET = 1_000  # owner B's grid seed is s + 1000: its own key and marking seed
 SUSPECTS = {"both": ("A", "B"), "A-only": ("A",), "B-only": ("B",), "neither": ()}
 TESTS = ("whitebox", "blackbox")
@@ -165,7 +165,7 @@ def make_config(args: argparse.Namespace) -> ExperimentConfig:
         changes = {"mark": {"steps": 2, "eval_draws": 0}, "train": {"epochs": 1, "batch_size": 32, "lr": 0.05},
                    "holdout": 40}
         detect = dataclasses.replace(detect, reference_images=20, probes=16, num_controls=3)
-    return replace_config(base, name="two-owners", fractions=(FRACTIONS["A"], FRACTIONS["A"] + FRACTIONS["B"]),
+    return replace_config(base, name="two-owners", fractions=(args.fractions["A"], args.fractions["A"] + args.fractions["B"]),
                           seeds=tuple(args.seeds), models=(ModelSetting(mode="scratch", arch=args.arch, kwargs=kwargs),),
                           detect=detect, **changes)
 
@@ -192,11 +192,11 @@ def smoke_inputs() -> tuple[Any, dict[str, tuple[torch.Tensor, torch.Tensor]]]:
     return marker, data
 
 
-def owner_marks(context: Context, seed: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+def owner_marks(context: Context, seed: int, fractions: dict[str, float]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """(indices into the owner split, marked uint8 images) of each owner at ``seed``: disjoint, cached."""
     seeds = owner_seeds(seed)
-    first = context.selection(seed, FRACTIONS["A"])
-    rest = disjoint_rest(first, context.selection(seed, FRACTIONS["A"] + FRACTIONS["B"]))
+    first = context.selection(seed, fractions["A"])
+    rest = disjoint_rest(first, context.selection(seed, fractions["A"] + fractions["B"]))
     out = {}
     for owner, indices in (("A", first), ("B", rest)):
         marked, _ = context.marked_plain(seeds[owner], indices)  # marks with context.key(seeds[owner])
@@ -271,14 +271,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for kind in args.suspects:
             described = {"benchmark": "two_owners", "model": setting.to_dict(), "recipe": config.recipe(setting).to_dict(),
                          "seed": seed, "suspect": kind, "mark": config.mark_config().to_dict(),
-                         "data": context.train_fingerprint(), "fractions": FRACTIONS, "keys": fingerprints[str(seed)]}
+                         "data": context.train_fingerprint(), "fractions": args.fractions, "keys": fingerprints[str(seed)]}
             record_id = content_hash({**described, "detect": config.detect.to_dict(), "random_keys": args.random_keys})
             path = workdir / "records" / f"{kind}-s{seed}-{record_id}.json"
             if path.is_file():
                 log.info("seed %d, %s: cached", seed, kind)
                 rows.append(json.loads(path.read_text()))
                 continue
-            marks = marks if marks is not None else owner_marks(context, seed)
+            marks = marks if marks is not None else owner_marks(context, seed, args.fractions)
             start = time.perf_counter()
             model, accuracy = suspect(context, seed, kind, marks, described)
             row = {"suspect": kind, "seed": seed, "trained_on": list(SUSPECTS[kind]), "record_id": record_id,
@@ -295,7 +295,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {"benchmark": "two_owners", "smoke": args.smoke,
             "question": "with two owners' keys, does Holm's step-down across keys detect exactly the owners whose "
                         "data trained the suspect, and are unrelated keys' p-values uniform?",
-            "config": {"experiment": config.to_dict(), "arch": args.arch, "fractions": FRACTIONS,
+            "config": {"experiment": config.to_dict(), "arch": args.arch, "fractions": args.fractions,
                        "owner_b_seed_offset": OWNER_B_OFFSET, "random_keys": args.random_keys,
                        "whitebox": "whitebox_keys (one alignment per suspect)",
                        "blackbox": "margin, perm, difference in differences against the clean reference model",
@@ -310,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="experiment configuration: [mark], [train] and [detect] (reference images, probes, K)")
     parser.add_argument("--arch", default="resnet_narrow", help="the suspects' architecture (scratch)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--fractions", type=float, nargs=2, default=[FRACTIONS["A"], FRACTIONS["B"]],
+                        metavar=("A", "B"), help="the fractions owners A and B mark, disjoint (default 0.05 0.10)")
     parser.add_argument("--suspects", nargs="+", default=list(SUSPECTS), choices=list(SUSPECTS))
     parser.add_argument("--random-keys", type=int, default=20, help="unrelated random keys per suspect (white-box)")
     parser.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help="family-wise level of Holm's decisions")
@@ -322,6 +324,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.random_keys < 1:
         parser.error("--random-keys must be >= 1")
+    if min(args.fractions) <= 0 or sum(args.fractions) > 1:
+        parser.error(f"--fractions must be > 0 and sum to at most 1, got {args.fractions}")
+    args.fractions = dict(zip(OWNERS, args.fractions))
     if args.smoke:
         args.arch, args.seeds = "cnn", args.seeds[:1]
     args.workdir = args.workdir or str(ROOT / "benchmarks" / "cache" / ("two-owners-smoke" if args.smoke else "two-owners"))

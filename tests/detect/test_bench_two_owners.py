@@ -27,10 +27,14 @@ def bench():
     return module
 
 
+def bench_fractions() -> dict[str, float]:
+    return {"A": 0.05, "B": 0.10}
+
+
 def _args(smoke: bool) -> argparse.Namespace:
     return argparse.Namespace(config=str(ROOT / "configs" / "fashion-mnist.toml"), device="cpu", smoke=smoke,
                               arch="cnn" if smoke else "resnet_narrow", seeds=[0] if smoke else [0, 1, 2],
-                              alpha=DEFAULT_ALPHA)
+                              alpha=DEFAULT_ALPHA, fractions=dict(bench_fractions()))
 
 
 def test_owner_subsets_are_disjoint_and_sized(bench, tmp_path):
@@ -100,5 +104,9 @@ def test_config_is_the_grids_with_perm_did_and_the_default_alpha(bench):
     assert (detect.statistic, detect.combine, detect.reference_model) == ("margin", "perm", True)
     assert detect.alpha == DEFAULT_ALPHA and detect.num_controls == 20 and detect.probes == 500
     assert config.mark_config().steps == 30 and config.recipe(config.models[0]).epochs == 3
+    assert config.fractions == pytest.approx((0.05, 0.15))  # A's subset, then A's and B's (nested selection)
     with pytest.raises(SystemExit):
         bench.main(["--random-keys", "0"])
+    for bad in (["0", "0.1"], ["0.6", "0.5"]):
+        with pytest.raises(SystemExit):
+            bench.main(["--fractions", *bad])
