@@ -487,6 +487,57 @@ def reference_counts() -> list[str]:
     ]
 
 
+def two_owners_command(name: str, config: dict, seeds: list[int]) -> str:
+    """The command that regenerates a two-owner file (from its recorded configuration)."""
+    parts = [".venv/bin/python benchmarks/bench_two_owners.py", "--seeds", *map(str, seeds)]
+    if config["fractions"] != {"A": 0.05, "B": 0.1}:
+        parts += ["--fractions", f"{config['fractions']['A']:g}", f"{config['fractions']['B']:g}"]
+    if config["arch"] != "resnet_narrow":
+        parts += ["--arch", config["arch"]]
+    if name != "two_owners.json":
+        parts += ["--out", f"benchmarks/results/{name}"]
+    return " ".join(parts)
+
+
+def two_owners() -> list[str]:
+    """Several owners on one suspect (issue 12): benchmarks/bench_two_owners.py, one file per pair of fractions."""
+    files = sorted(RESULTS.glob("two_owners*.json"))
+    if not files:
+        return ["**Two owners** (`benchmarks/bench_two_owners.py`): not yet run: `flock /tmp/radioactive-heavy.lock "
+                ".venv/bin/python benchmarks/bench_two_owners.py --seeds 0 1 2`, then this script.", ""]
+    out = []
+    for path in files:
+        data = json.loads(path.read_text())
+        config, summary = data["config"], data["summary"]
+        fr = config["fractions"]
+        arch = config["arch"]
+        alpha = summary["alpha"]
+        lines = ["| suspect trained on | test | key A: median log10 p | A detected | key B: median log10 p | B detected "
+                 "| decisions right |", "|---|---|---|---|---|---|---|"]
+        for entry in summary["suspects"].values():
+            shown = " + ".join(f"{o} ({100 * fr[o]:g} %)" for o in entry["trained_on"]) or "neither (clean)"
+            for test in ("blackbox", "whitebox"):
+                cell = entry[test]
+                label = "black-box, margin, perm, DiD" if test == "blackbox" else "white-box"
+                lines.append(f"| {shown} | {label} | {f(cell['median_log10_p']['A'])} | {cell['detected']['A']}/"
+                             f"{entry['runs']} | {f(cell['median_log10_p']['B'])} | {cell['detected']['B']}/"
+                             f"{entry['runs']} | {cell['correct']}/{entry['runs']} |")
+        rk = summary.get("random_keys")
+        random_line = (f"Unrelated random keys (white-box, the same alignment): {rk['count']} p-values, "
+                       f"{100 * rk['fraction_at_most_0.05']:.1f} % at or below 0.05, {100 * rk['fraction_at_most_alpha']:.1f} % "
+                       f"at or below {alpha:g}, KS against uniform p = {rk['ks_uniform_p']:.2f}, lowest log10 p "
+                       f"{f(rk['min_log10_p'])}." if rk else "")
+        out += [f"**Two owners, {100 * fr['A']:g} % and {100 * fr['B']:g} %** (`benchmarks/results/{path.name}`: "
+                f"`{two_owners_command(path.name, config, data['seeds'])}`): owners A and B mark "
+                f"disjoint subsets of the owner split with independent keys; {arch} suspects trained from scratch "
+                f"(seeds {', '.join(map(str, data['seeds']))}) on both owners' marked images, one owner's, or neither. "
+                f"Per key: median log10 p over seeds, and how often Holm's step-down across the two keys at "
+                f"{alpha:g} detected it; \"decisions right\": runs where exactly the owners whose data was used "
+                "were detected.",
+                "", *lines, "", random_line, ""]
+    return out
+
+
 def robustness() -> list[str]:
     out = []
     fuzz = load("fuzz.json")
@@ -565,7 +616,7 @@ def treatments(folder: Path = ROBUSTNESS) -> list[str]:
 
 
 def main() -> None:
-    block = [BEGIN, ""] + marking() + large_tree() + calibration() + whitebox() + demo() + grid() + plan_validation() + converged() + heldout() + reference_counts() + treatments() + robustness()
+    block = [BEGIN, ""] + marking() + large_tree() + calibration() + whitebox() + demo() + grid() + plan_validation() + converged() + heldout() + reference_counts() + two_owners() + treatments() + robustness()
     block += [END]
     readme = ROOT / "README.md"
     text = readme.read_text()
