@@ -154,7 +154,8 @@ def describe(config: ExperimentConfig, records: dict[str, dict[str, Any]] | None
         + (f" ({marked} images)" if marked is not None else "")
         + f" with a secret key: {mark.steps} steps at lr {mark.lr:g}, every image at PSNR >= {mark.min_psnr:g} dB",
         f"trainer:  {config.models[0].arch} from scratch, {train.get('epochs')} epochs (SGD, cosine, crop + flip): the "
-        "suspect on the published images, the clean control (its own seed) on the original images",
+        "suspect on the published images, the clean control (its own seed) on the original images (the control is "
+        "independent of every key: shipped with the package for the default settings, like the references)",
         f"auditor:  black-box (headline): {detect.statistic} statistic, exact permutation combination, {reference}; "
         f"{detect.probes} fresh held-out probes (about {per_class} per class), K = {detect.num_controls} control "
         "carrier sets; its empirical null is the control sets, each scored as if it were the key",
@@ -316,7 +317,8 @@ def run_demo(
         say(f"{name}: marking, training ({what} data, {config.train.get('epochs')} epochs) and testing")
         spec = RunSpec.of(config, fraction=fraction, model=model_setting, seed=seed)
         training_seed = derive_seed("control_training", seed) if name == "control" else None
-        record = run_one(spec, context, keep_model=True, progress=say, training_seed=training_seed)
+        record = run_one(spec, context, keep_model=True, progress=say, training_seed=training_seed,
+                         stored_clean=name == "control")
         model = record.pop("_model")
         model_spec = record.pop("_spec")
         verdicts[name] = record.pop("_verdicts")

@@ -39,6 +39,33 @@ def test_demo_on_tiny_data_writes_report_and_models(tmp_path, toy_data, toy_mark
         assert any(line.startswith(f"{name}: accuracy ") and "whitebox log10 p" in line for line in lines), lines
 
 
+
+def test_demo_stores_its_clean_control_and_reads_it_back(tmp_path, toy_data, toy_marker, monkeypatch):
+    """The clean control is trained once and stored under a name that hashes setting, recipe, data and seed
+    (as the shipped references are): a second demo in the same folder reads it instead of training, and gets the
+    same model and verdicts; the suspect is trained again."""
+    import radioactive.experiment.run as run_module
+
+    config = demo_config(fraction=0.25, epochs=1, probes=16, num_controls=3, reference_images=16,
+                         reference_models=0, whitebox_null_trials=0)
+    config = replace(config, models=(ModelSetting(arch="cnn", kwargs=TINY_CNN),), mark={"steps": 2, "min_psnr": 30.0},
+                     train={"epochs": 1, "batch_size": 32})
+    first = run_demo(tmp_path, config=config, marker=toy_marker, data=toy_data)
+    stored = sorted((tmp_path / "cache").glob("clean-*.safetensors"))
+    assert len(stored) == 1
+    calls = []
+    real_fit = run_module.fit
+    monkeypatch.setattr(run_module, "fit", lambda *a, **k: calls.append(1) or real_fit(*a, **k))
+    second = run_demo(tmp_path, config=config, marker=toy_marker, data=toy_data)
+    assert len(calls) == 1  # the suspect only
+    assert second.records["control"]["train_metrics"]["stored"] == stored[0].name
+    assert second.records["control"]["test_accuracy"] == pytest.approx(first.records["control"]["test_accuracy"])
+    assert second.records["control"]["log10_p"] == pytest.approx(first.records["control"]["log10_p"])
+    # Another seed trains its control with another training seed: another model, stored beside the first.
+    (tmp_path / "key.safetensors").unlink()
+    run_demo(tmp_path, config=replace(config, seeds=(1,)), marker=toy_marker, data=toy_data)
+    assert len(calls) == 3 and len(list((tmp_path / "cache").glob("clean-*.safetensors"))) == 2
+
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:epsilon .* is above 16/255")  # the stronger marks, on purpose
 def test_demo_end_to_end_on_a_fashion_mnist_subset(tmp_path):

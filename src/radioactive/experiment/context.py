@@ -244,6 +244,25 @@ class Context:
             self._suspect = (ident, train())
         return self._suspect[1]
 
+    def clean_model(self, model: ModelSetting, seed: int, train: Callable[[], TrainResult]) -> TrainResult:
+        """``model`` trained on the clean owner split with training seed ``seed``: read from the cache or the
+        package (the demo ships its clean control, as it ships its references: it is independent of every key),
+        or ``train()`` once and cached. The name hashes the setting, the recipe, the data and the seed, so a
+        stored model is used only where it is exactly what would otherwise be trained."""
+        described = {"role": "clean", "model": model.to_dict(), "recipe": self.config.recipe(model).to_dict(),
+                     "data": self.train_fingerprint(), "seed": seed}
+        path = self.cache / f"clean-{content_hash(described)}.safetensors"
+        stored = path if path.is_file() else shipped_model(path.name)
+        if stored is not None:
+            network, spec, extra = load_checkpoint(stored)
+            return TrainResult(network.to(self.device).eval(), spec, self.config.recipe(model),
+                               dict(extra.get("metrics", {}), stored=path.name))
+        result = train()
+        save_checkpoint(result.model, path, result.spec if result.spec is not None else self.init_spec(model),
+                        {"kind": "clean", "seed": seed, "metrics": {
+                            k: v for k, v in result.metrics.items() if k != "history"}})
+        return result
+
     def start_point(self, model: ModelSetting) -> tuple[NetSpec | torch.nn.Module, torch.nn.Module | None]:
         """(spec or network to train, teacher or None)."""
         images = self.data["owner"][0]

@@ -123,7 +123,8 @@ def _twin_summary(verdicts: dict[str, Verdict]) -> dict[str, Any]:
 
 
 def run_one(spec: RunSpec, context: Context, *, keep_model: bool = False, progress: Progress | None = None,
-            training_seed: int | None = None, treatment: Treatment | None = None) -> dict[str, Any]:
+            training_seed: int | None = None, treatment: Treatment | None = None,
+            stored_clean: bool = False) -> dict[str, Any]:
     """Mark, train, detect: one run of the grid. Returns its JSON record (and, when ``keep_model``, the model,
     its spec and the verdicts under ``_model``, ``_spec`` and ``_verdicts``).
 
@@ -135,6 +136,9 @@ def run_one(spec: RunSpec, context: Context, *, keep_model: bool = False, progre
     images before training or changes the trained suspect before the tests; the record then carries it, its
     own run id and the treated model's test accuracy (``train_metrics`` keeps the untreated one). Runs that
     differ only in a model treatment share one training (:meth:`Context.suspect`).
+
+    ``stored_clean`` (the demo's clean control): a run with no marked image reads its model from the cache or
+    the package when one trained exactly so is there (:meth:`Context.clean_model`), and stores it otherwise.
 
     ``progress`` receives a line after each stage (marking, training, tests)."""
     say = progress or (lambda _line: None)
@@ -158,8 +162,12 @@ def run_one(spec: RunSpec, context: Context, *, keep_model: bool = False, progre
         return fit(start_point, published, labels, recipe=context.config.recipe(spec.model), seed=seed,
                    test=context.data["test"], teacher=teacher, device=context.device, num_classes=context.num_classes)
 
-    result = train() if treatment is None else context.suspect(
-        content_hash([spec.run_id, seed, dataset_fingerprint(published, labels)]), train)
+    if treatment is not None:
+        result = context.suspect(content_hash([spec.run_id, seed, dataset_fingerprint(published, labels)]), train)
+    elif stored_clean and not len(indices):
+        result = context.clean_model(spec.model, seed, train)
+    else:
+        result = train()
     model = result.model if treatment is None else treatment.apply(result.model, context, spec.seed)
     train_seconds = time.perf_counter() - start_train
     say(f"  trained {spec.model.name}: test accuracy {result.metrics.get('test_accuracy', float('nan')):.4f} "
