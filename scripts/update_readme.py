@@ -530,7 +530,10 @@ def two_owners() -> list[str]:
         out += [f"**Two owners, {100 * fr['A']:g} % and {100 * fr['B']:g} %** (`benchmarks/results/{path.name}`: "
                 f"`{two_owners_command(path.name, config, data['seeds'])}`): owners A and B mark "
                 f"disjoint subsets of the owner split with independent keys; {arch} suspects trained from scratch "
-                f"(seeds {', '.join(map(str, data['seeds']))}) on both owners' marked images, one owner's, or neither. "
+                f"(seeds {', '.join(map(str, data['seeds']))}) on both owners' marked images, one owner's"
+                + (", or neither. " if "neither" in summary["suspects"] else
+                   " (the clean suspect is the one above: same training seeds, data and keys). ")
+                +
                 f"Per key: median log10 p over seeds, and how often Holm's step-down across the two keys at "
                 f"{alpha:g} detected it; \"decisions right\": runs where exactly the owners whose data was used "
                 "were detected.",
