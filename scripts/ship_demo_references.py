@@ -47,8 +47,8 @@ def main() -> int:
     for stale in [*target.glob("reference-*.safetensors"), *target.glob("clean-*.safetensors")]:  # earlier settings
         stale.unlink()
     rows = []
-    for path in sorted([*Path(context.cache).glob("reference-*.safetensors"),
-                        *Path(context.cache).glob("clean-*.safetensors")]):
+    control = Path(context.cache) / context.clean_model_name(setting, seed)  # the default seed's only
+    for path in [*sorted(Path(context.cache).glob("reference-*.safetensors")), control]:
         model, spec, extra = load_checkpoint(path)
         shutil.copyfile(path, target / path.name)
         metrics = extra.get("metrics", {})

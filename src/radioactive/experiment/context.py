@@ -244,14 +244,18 @@ class Context:
             self._suspect = (ident, train())
         return self._suspect[1]
 
+    def clean_model_name(self, model: ModelSetting, seed: int) -> str:
+        """The file name of :meth:`clean_model`'s model: a hash of the setting, recipe, data and seed."""
+        described = {"role": "clean", "model": model.to_dict(), "recipe": self.config.recipe(model).to_dict(),
+                     "data": self.train_fingerprint(), "seed": seed}
+        return f"clean-{content_hash(described)}.safetensors"
+
     def clean_model(self, model: ModelSetting, seed: int, train: Callable[[], TrainResult]) -> TrainResult:
         """``model`` trained on the clean owner split with training seed ``seed``: read from the cache or the
         package (the demo ships its clean control, as it ships its references: it is independent of every key),
         or ``train()`` once and cached. The name hashes the setting, the recipe, the data and the seed, so a
         stored model is used only where it is exactly what would otherwise be trained."""
-        described = {"role": "clean", "model": model.to_dict(), "recipe": self.config.recipe(model).to_dict(),
-                     "data": self.train_fingerprint(), "seed": seed}
-        path = self.cache / f"clean-{content_hash(described)}.safetensors"
+        path = self.cache / self.clean_model_name(model, seed)
         stored = path if path.is_file() else shipped_model(path.name)
         if stored is not None:
             network, spec, extra = load_checkpoint(stored)
