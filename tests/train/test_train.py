@@ -34,6 +34,22 @@ def test_scratch_learns_toy_task_and_reports_metrics():
     assert result.spec == SPEC
 
 
+def test_bfloat16_mixed_precision_learns_in_float32_weights_and_keeps_old_recipe_dicts():
+    images, labels = toy_data(256)
+    recipe = TrainRecipe(epochs=4, batch_size=32, lr=0.1, flip=False, precision="bfloat16")
+    mixed = fit(SPEC, images, labels, recipe=recipe, seed=0, test=toy_data(128, seed=1))
+    plain = fit(SPEC, images, labels, recipe=TrainRecipe(epochs=4, batch_size=32, lr=0.1, flip=False), seed=0)
+    assert mixed.metrics["test_accuracy"] >= 0.9  # as the float32 recipe above
+    weights = [p for p in mixed.model.parameters()]
+    assert all(p.dtype == torch.float32 for p in weights)
+    # The forward passes really ran in bfloat16: same seed and data, other weights.
+    assert any(not torch.equal(a, b) for a, b in zip(weights, plain.model.parameters()))
+    # A float32 recipe's dict is what it was before the field existed (run ids and cache names hash it) ...
+    assert "precision" not in TrainRecipe().to_dict()
+    assert TrainRecipe.from_dict(recipe.to_dict()) == recipe and recipe.to_dict()["precision"] == "bfloat16"
+    with pytest.raises(ConfigError, match="unknown precision 'float16'"):
+        TrainRecipe(precision="float16")
+
 def test_seeded_and_leaves_global_rng_alone():
     images, labels = toy_data(64)
     state = torch.random.get_rng_state()
@@ -205,5 +221,9 @@ def test_cli_train_on_a_class_tree_and_a_manifest(tmp_path):
     assert main(["train", "--data", str(tmp_path / "tree"), "--out", str(tuned), "--mode", "linear_probe",
                  "--init", str(out), "--epochs", "1", "--device", "cpu"]) == 0
     assert load_checkpoint(tuned)[2]["init"] == str(out)
+    assert "precision" not in load_checkpoint(tuned)[2]["recipe"]  # float32, the default
+    assert main(["train", "--data", str(tmp_path / "tree"), "--out", str(tuned), "--epochs", "1",
+                 "--precision", "bfloat16", "--device", "cpu"]) == 0
+    assert load_checkpoint(tuned)[2]["recipe"]["precision"] == "bfloat16"
     assert main(["train", "--data", str(tmp_path / "tree"), "--out", str(tuned), "--mode", "finetune",
                  "--device", "cpu"]) == 2  # needs --init: a clean error, exit status 2

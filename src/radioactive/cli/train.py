@@ -49,6 +49,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--schedule", choices=["cosine", "step", "constant"], default=None)
     parser.add_argument("--weight-decay", type=float, default=None)
     parser.add_argument("--no-augment", action="store_true", help="no random crop and flip")
+    parser.add_argument("--precision", choices=["float32", "bfloat16"], default=None,
+                        help="bfloat16: mixed precision (autocast forward passes; weights and optimiser in float32)")
     parser.add_argument("--recipe", help="JSON file with TrainRecipe fields (command-line options win)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
@@ -97,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
         base = _read_recipe(Path(args.recipe))
     base["mode"] = args.mode
     for field, value in (("epochs", args.epochs), ("lr", args.lr), ("batch_size", args.batch_size),
-                         ("schedule", args.schedule), ("weight_decay", args.weight_decay)):
+                         ("schedule", args.schedule), ("weight_decay", args.weight_decay),
+                         ("precision", args.precision)):
         if value is not None:
             base[field] = value
     if args.no_augment:

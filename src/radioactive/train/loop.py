@@ -170,6 +170,11 @@ def fit(
             teacher.eval()
             teacher_device = _model_device(teacher)
 
+        bfloat16 = recipe.precision == "bfloat16"
+
+        def autocast(where: torch.device):  # mixed precision: forward passes only (recipe.precision)
+            return torch.autocast(device_type=where.type, dtype=torch.bfloat16, enabled=bfloat16)
+
         train_model: nn.Module = model
         if world > 1:
             train_model = nn.parallel.DistributedDataParallel(
@@ -209,9 +214,10 @@ def fit(
                 y = labels[idx].to(device, non_blocking=True)
                 for group in optimizer.param_groups:
                     group["lr"] = recipe.lr * lr_factor(recipe, step, total_steps, steps_per_epoch)
-                logits = train_model(x)
+                with autocast(device):
+                    logits = train_model(x)
                 if mode == "distill":
-                    with torch.no_grad():
+                    with torch.no_grad(), autocast(teacher_device):
                         soft = teacher(x.to(teacher_device)).to(device).float()
                     temp = recipe.temperature
                     loss = F.kl_div(
