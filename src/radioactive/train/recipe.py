@@ -34,8 +34,9 @@ class TrainRecipe:
         temperature, distill_weight: distillation temperature and weight of the soft loss (1 - weight goes
             to the hard-label loss).
         precision: ``float32``, or ``bfloat16`` (mixed precision: the forward passes under
-            ``torch.autocast`` in bfloat16, weights, loss and optimiser in float32; on CPUs with bfloat16
-            instructions about 1.8x the float32 rate for the built-in cnn, and what many trainers run on GPUs).
+            ``torch.autocast`` in bfloat16, weights, loss and optimiser in float32; what many trainers run
+            on GPUs; on CPUs with bfloat16 instructions 1.6x the float32 rate for the built-in cnn,
+            benchmarks/results/train_precision.json).
     """
 
     mode: str = "scratch"
