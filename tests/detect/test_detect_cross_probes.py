@@ -8,6 +8,7 @@ import pytest
 import torch
 from helpers.calibration import assert_rate_within
 from helpers.tiny import (
+    memorised_shift,
     tiny_marker,
     tiny_predictor,
     tiny_probes,
@@ -96,15 +97,10 @@ def test_cross_mode_reads_each_class_on_the_probes_marked_towards_it(marker):
 def _cross_reader(marker, key, probes, scale=1e4):
     """A suspect whose class-c logit is the image's feature shift along the key's u_c (it memorised the clean
     probes): in cross mode the probes aimed at c carry the true u_c only in the key's version."""
-    clean = probes.images.float() / 255
-    with torch.no_grad():
-        clean_feats = marker.features(clean).double()
+    shift_of = memorised_shift(marker, probes)
 
     def predict(x):
-        with torch.no_grad():
-            nearest = torch.cdist(x.flatten(1), clean.flatten(1)).argmin(1)
-            shift = marker.features(x).double() - clean_feats[nearest]
-        return shift @ key.carriers.T * scale  # (B, C)
+        return shift_of(x)[0] @ key.carriers.T * scale  # (B, C)
 
     return predict
 

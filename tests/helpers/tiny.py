@@ -98,18 +98,29 @@ def tiny_predictor(spec: NetSpec, *, seed: int):
     return no_grad_predictor(tiny_model(spec, seed=seed).eval())
 
 
-def carrier_reader(marker: Marker, key: Key, probes, *, scale: float, num_classes: int):
-    """A suspect that memorised the clean probes and their labels and scores each image's own class by its
-    feature shift along that class's true carrier (times ``scale``): with ``scale`` > 0 it ranks the true set
-    first in every class, with ``scale`` < 0 last."""
+def memorised_shift(marker: Marker, probes):
+    """``x -> (feature shift, index of the nearest clean probe)``: the marker-feature shift of each image from
+    the clean probe it was made from (a suspect that memorised the clean probes)."""
     clean = probes.images.float() / 255
     with torch.no_grad():
         clean_feats = marker.features(clean).double()
 
-    def predict(x):
+    def shift(x):
         with torch.no_grad():
             nearest = torch.cdist(x.flatten(1), clean.flatten(1)).argmin(1)
-            shift = marker.features(x).double() - clean_feats[nearest]
+            return marker.features(x).double() - clean_feats[nearest], nearest
+
+    return shift
+
+
+def carrier_reader(marker: Marker, key: Key, probes, *, scale: float, num_classes: int):
+    """A suspect that memorised the clean probes and their labels and scores each image's own class by its
+    feature shift along that class's true carrier (times ``scale``): with ``scale`` > 0 it ranks the true set
+    first in every class, with ``scale`` < 0 last."""
+    shift_of = memorised_shift(marker, probes)
+
+    def predict(x):
+        shift, nearest = shift_of(x)
         label = probes.labels[nearest]
         logits = torch.zeros(len(x), num_classes, dtype=torch.float64)
         logits[torch.arange(len(x)), label] = (shift * key.carriers[label]).sum(1) * scale
