@@ -30,16 +30,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--train-images", type=int, required=True, help="0: the whole 55k owner split")
     parser.add_argument("--epochs", type=int, required=True)
+    parser.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
+                        help="the training recipe's precision (suspect, control and references alike)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--workdir", default="/tmp/demo-scale")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
-    tag = f"{args.train_images or 55000}x{args.epochs}"
+    tag = f"{args.train_images or 55000}x{args.epochs}" + ("-bf16" if args.precision == "bfloat16" else "")
     workdir = Path(args.workdir) / tag
 
     def config_for(seed: int):
-        return demo_config(seed=seed, train_images=args.train_images, epochs=args.epochs)
+        return demo_config(seed=seed, train_images=args.train_images, epochs=args.epochs, precision=args.precision)
 
     start = time.perf_counter()
     Context(config_for(0), workdir).reference_models()  # trained once, cached (the demo would ship them)

@@ -51,6 +51,7 @@ def demo_config(
     marker: str = "default",
     device: str = "cpu",
     train_images: int = DEMO_DEFAULTS["train_images"],
+    precision: str = DEMO_DEFAULTS["precision"],
 ) -> ExperimentConfig:
     """The demo's experiment: one seed, one architecture, fractions 0 (clean control) and ``fraction``.
 
@@ -74,7 +75,8 @@ def demo_config(
         "seeds": [seed],
         "models": [{"mode": "scratch", "arch": arch}],
         "mark": {"steps": mark_steps, "lr": mark_lr},
-        "train": {"epochs": epochs},
+        # float32 is left out, so that the demo's run ids and shipped reference names stay those of before
+        "train": {"epochs": epochs, **({} if precision == "float32" else {"precision": precision})},
         "train_images": train_images,
         "detect": detect,
         "device": device,

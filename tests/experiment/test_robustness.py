@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from helpers.tiny import TINY_CNN
 
+import radioactive.experiment.run as run_module
 from radioactive.errors import ConfigError
 from radioactive.experiment import derive_seed, expand_grid
 from radioactive.experiment.robustness import (
@@ -17,6 +18,7 @@ from radioactive.experiment.robustness import (
     robustness_from_dict,
     run_robustness,
 )
+from radioactive.train import fit
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -45,12 +47,18 @@ def tiny_robustness(**changes):
 
 
 @pytest.mark.slow
-def test_robustness_table_runs_resumes_and_renders(tmp_path, toy_data, toy_marker):
+def test_robustness_table_runs_resumes_and_renders(tmp_path, toy_data, toy_marker, monkeypatch):
     config = tiny_robustness()
     runs = expand_robustness(config)
     assert len(runs) == 2 * (2 + 1 + 5) and len({r.run_id for r in runs}) == len(runs)
+    trainings = []
+    monkeypatch.setattr(run_module, "fit", lambda *a, **k: trainings.append(k["seed"]) or fit(*a, **k))
     lines = []
     records = run_robustness(config, tmp_path, marker=toy_marker, data=toy_data, progress=lines.append)
+    # One training per distinct training set: none (plain 0 % and 25 %, jpeg-aug 25 %; the jpeg-aug 0 % control
+    # publishes the plain 0 % images), jpeg-q75 and downscale (0 % and 25 % each); the model treatments share
+    # the untreated suspect's.
+    assert len(trainings) == 7
     assert len(records) == len(runs) == len(list((tmp_path / "runs").glob("*.json")))
     by = {(r["treatment"]["name"], r["marking"], r["fraction"]): r for r in records}
     for record in records:
@@ -90,6 +98,17 @@ def test_robustness_table_runs_resumes_and_renders(tmp_path, toy_data, toy_marke
     again = run_robustness(config, tmp_path, marker=toy_marker, data=toy_data, progress=lines.append)
     assert sum("cached" in line for line in lines) == len(runs)
     assert [r["run_id"] for r in again] == [r["run_id"] for r in records]
+    # Interrupted after a training and before its treated runs: they read the stored suspect, train nothing, and
+    # give the same tests as the first time (same weights).
+    for name, marking, fraction in (("finetune", "plain", 0.25), ("none", "jpeg-aug", 0.0)):
+        (tmp_path / "runs" / f"{by[(name, marking, fraction)]['run_id']}.json").unlink()
+    trainings.clear()
+    redone = {r["run_id"]: r for r in run_robustness(config, tmp_path, marker=toy_marker, data=toy_data)}
+    assert not trainings
+    for name, marking, fraction in (("finetune", "plain", 0.25), ("none", "jpeg-aug", 0.0)):
+        first = by[(name, marking, fraction)]
+        assert redone[first["run_id"]]["log10_p"] == pytest.approx(first["log10_p"], abs=1e-9)
+        assert redone[first["run_id"]]["train_metrics"] == first["train_metrics"]
 
     # The README's table, one row per treatment and marking, 0 % / 25 % in each cell.
     spec = importlib.util.spec_from_file_location("update_readme_for_robustness", ROOT / "scripts" / "update_readme.py")

@@ -236,13 +236,27 @@ class Context:
         return marked, psnr
 
     # -- models -------------------------------------------------------------------------------------
-    def suspect(self, ident: str, train: Callable[[], TrainResult]) -> TrainResult:
-        """``train()``, or the result of the last call when it had the same ``ident``: the runs of a robustness
-        table that change a trained suspect (``experiment.treatments``) share one training. Kept in memory
-        (one suspect); the caller names it by everything its training depends on."""
-        if self._suspect is None or self._suspect[0] != ident:
-            self._suspect = (ident, train())
-        return self._suspect[1]
+    def suspect(self, model: ModelSetting, ident: str, train: Callable[[], TrainResult]) -> TrainResult:
+        """``train()``, or the model an earlier call with the same ``ident`` trained: the runs of a robustness
+        table that change a trained suspect (``experiment.treatments``) share one training, and so do the 0 %
+        controls of its marking variants (no image marked: the same training). The caller names it by
+        everything its training depends on. The last one is kept in memory; each is also stored in the cache
+        (``suspect-<ident>.safetensors``), so that an interrupted table does not train it again."""
+        if self._suspect is not None and self._suspect[0] == ident:
+            return self._suspect[1]
+        path = self.cache / f"suspect-{ident}.safetensors"
+        if path.is_file():
+            network, spec, extra = load_checkpoint(path)
+            result = TrainResult(network.to(self.device).eval(), spec, self.config.recipe(model),
+                                 dict(extra.get("metrics", {})))
+        else:
+            result = train()
+            self.cache.mkdir(parents=True, exist_ok=True)
+            save_checkpoint(result.model, path, result.spec if result.spec is not None else self.init_spec(model),
+                            {"kind": "suspect", "metrics": {
+                                k: v for k, v in result.metrics.items() if k != "history"}})
+        self._suspect = (ident, result)
+        return result
 
     def clean_model_name(self, model: ModelSetting, seed: int) -> str:
         """The file name of :meth:`clean_model`'s model: a hash of the setting, recipe, data and seed."""

@@ -33,7 +33,7 @@ from .aggregate import aggregate, markdown_table
 from .config import ExperimentConfig, ModelSetting, config_from_dict, read_settings, replace_config
 from .context import Context, Splits
 from .identity import derive_seed
-from .resume import Job, run_pending
+from .resume import Job, Progress, run_pending
 from .run import RunSpec, check_architectures, run_one, treated_run_id
 from .treatments import Treatment
 
@@ -41,7 +41,6 @@ __all__ = ["PLAIN", "TreatmentSetting", "RobustnessConfig", "RobustRun", "load_r
            "expand_robustness", "run_robustness", "summarise", "dry_run_robustness"]
 
 PLAIN = "plain"
-Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)

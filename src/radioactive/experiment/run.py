@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -27,13 +26,12 @@ from .aggregate import aggregate
 from .config import ExperimentConfig, ModelSetting
 from .context import Context, Splits
 from .identity import content_hash, derive_seed
-from .resume import Job, run_pending
+from .resume import Job, Progress, run_pending
 from .treatments import Treatment
 from .twins import twins_verdicts
 
 __all__ = ["RunSpec", "expand_grid", "run_one", "run_experiment", "dry_run", "treated_run_id"]
 
-Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -163,7 +161,11 @@ def run_one(spec: RunSpec, context: Context, *, keep_model: bool = False, progre
                    test=context.data["test"], teacher=teacher, device=context.device, num_classes=context.num_classes)
 
     if treatment is not None:
-        result = context.suspect(content_hash([spec.run_id, seed, dataset_fingerprint(published, labels)]), train)
+        # Named by what the training depends on (not the run id): the 0 % runs of two marking variants under
+        # one treatment publish the same images and so share one training.
+        trained_on = [spec.model.to_dict(), context.config.recipe(spec.model).to_dict(), seed,
+                      dataset_fingerprint(published, labels)]
+        result = context.suspect(spec.model, content_hash(trained_on), train)
     elif stored_clean and not len(indices):
         result = context.clean_model(spec.model, seed, train)
     else:
