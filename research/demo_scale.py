@@ -32,16 +32,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, required=True)
     parser.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
                         help="the training recipe's precision (suspect, control and references alike)")
+    parser.add_argument("--mark-precision", choices=["fp32", "bf16"], default="fp32",
+                        help="the marking network's arithmetic (the marked images and the probes)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--workdir", default="/tmp/demo-scale")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
-    tag = f"{args.train_images or 55000}x{args.epochs}" + ("-bf16" if args.precision == "bfloat16" else "")
+    tag = f"{args.train_images or 55000}x{args.epochs}" + ("-bf16" if args.precision == "bfloat16" else "") \
+        + ("-markbf16" if args.mark_precision == "bf16" else "")
     workdir = Path(args.workdir) / tag
 
     def config_for(seed: int):
-        return demo_config(seed=seed, train_images=args.train_images, epochs=args.epochs, precision=args.precision)
+        return demo_config(seed=seed, train_images=args.train_images, epochs=args.epochs, precision=args.precision,
+                           mark_precision=args.mark_precision)
 
     start = time.perf_counter()
     Context(config_for(0), workdir).reference_models()  # trained once, cached (the demo would ship them)

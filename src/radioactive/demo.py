@@ -52,6 +52,7 @@ def demo_config(
     device: str = "cpu",
     train_images: int = DEMO_DEFAULTS["train_images"],
     precision: str = DEMO_DEFAULTS["precision"],
+    mark_precision: str = DEMO_DEFAULTS["mark_precision"],
 ) -> ExperimentConfig:
     """The demo's experiment: one seed, one architecture, fractions 0 (clean control) and ``fraction``.
 
@@ -74,7 +75,7 @@ def demo_config(
         "fractions": [0.0, fraction],
         "seeds": [seed],
         "models": [{"mode": "scratch", "arch": arch}],
-        "mark": {"steps": mark_steps, "lr": mark_lr},
+        "mark": {"steps": mark_steps, "lr": mark_lr, **({} if mark_precision == "fp32" else {"precision": mark_precision})},
         # float32 is left out, so that the demo's run ids and shipped reference names stay those of before
         "train": {"epochs": epochs, **({} if precision == "float32" else {"precision": precision})},
         "train_images": train_images,

@@ -19,5 +19,5 @@ __all__ = ["DEMO_DEFAULTS"]
 DEMO_DEFAULTS: dict[str, Any] = {
     "fraction": 0.10, "epochs": 4, "train_images": 20_000, "mark_steps": 10, "mark_lr": 0.06, "probes": 400,
     "num_controls": 20, "reference_models": 4, "whitebox_null_trials": 100,
-    "precision": "float32",
+    "precision": "float32", "mark_precision": "fp32",
 }

@@ -39,6 +39,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help=f"clean reference models for difference in differences ({D['reference_models']}; 0: none)")
     parser.add_argument("--null-trials", type=int, default=D["whitebox_null_trials"],
                         help=f"random keys scored by the white-box test as its empirical null ({D['whitebox_null_trials']})")
+    parser.add_argument("--precision", choices=["float32", "bfloat16"], default=D["precision"],
+                        help=f"training arithmetic of the suspect and the control; bfloat16: mixed precision ({D['precision']})")
+    parser.add_argument("--mark-precision", choices=["fp32", "bf16"], default=D["mark_precision"],
+                        help=f"the marking network's arithmetic while marking images and probes ({D['mark_precision']})")
     parser.add_argument("--marker", default="default",
                         help="marking network checkpoint (default: the cached Fashion-MNIST marker)")
     parser.add_argument("--seed", type=int, default=0)
@@ -61,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
     config = demo_config(fraction=args.fraction, epochs=args.epochs, arch=args.arch, seed=args.seed,
                          mark_steps=args.mark_steps, mark_lr=args.mark_lr, train_images=args.train_images,
                          probes=args.probes, num_controls=args.controls, reference_models=args.references,
-                         whitebox_null_trials=args.null_trials, marker=args.marker,
+                         whitebox_null_trials=args.null_trials, marker=args.marker, precision=args.precision,
+                         mark_precision=args.mark_precision,
                          device=str(resolve_device(args.device)))
 
     def progress(line: str) -> None:
