@@ -56,13 +56,15 @@ def main() -> int:
         rows.append(f"| `{path.name}` | {role} | {spec.arch} | {extra.get('seed', 'single-reference seed')} | "
                     f"{100 * metrics.get('test_accuracy', float('nan')):.2f} % | "
                     f"`{state_dict_sha256(model.state_dict())[:16]}` |")
+    images_text = (f"a fixed subset of {config.train_images:,} of the 55k owner split" if config.train_images
+                   else f"the whole owner split, {len(labels):,} images")
     readme = target / "README.md"
     readme.write_text(
         "# Shipped clean models of the demo (package data)\n\n"
         "The demo's auditor subtracts the response of the clean references (difference in differences); the clean\n"
         "control is the demo's model trained without marked data. Each is the\n"
-        f"built-in `cnn` trained by `radioactive.train.fit` on the demo's {config.train_images:,} clean training images (a\n"
-        "fixed subset of the 55k owner split) with the demo's recipe, one seed each: models independent of every key. The file\n"
+        f"built-in `cnn` trained by `radioactive.train.fit` on the demo's clean training images ({images_text}) with the\n"
+        "demo's recipe, one seed each: models independent of every key. The file\n"
         "name is the hash the experiment cache gives the same model, so the demo uses them only at its default\n"
         "settings. Regenerate with `.venv/bin/python scripts/ship_demo_references.py`.\n\n"
         f"Recipe: `{json.dumps(config.train)}` on top of `radioactive.train.TrainRecipe`'s defaults.\n\n"
