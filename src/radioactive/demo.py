@@ -58,8 +58,11 @@ def demo_config(
 
     The headline is the black-box test: the margin statistic, exact permutation combination, difference in
     differences against ``reference_models`` clean models trained like the suspect (0: no reference). The
-    white-box test runs too, with ``whitebox_null_trials`` random keys as its empirical null. The defaults fit
-    about 4 minutes on 2 CPU cores (``benchmarks/results/demo_seeds.json``)."""
+    white-box test runs too, with ``whitebox_null_trials`` random keys as its empirical null. ``precision`` is the
+    training recipe's (``bfloat16``: mixed precision) and ``mark_precision`` the marking network's
+    (:class:`radioactive.MarkConfig`); float32 and fp32 leave the configuration as it was before they existed. The
+    defaults (``radioactive.demo_defaults``) are timed and checked on seeds 0-2 in
+    ``benchmarks/results/demo_fresh.json`` and ``demo_seeds.json``."""
     detect: dict[str, Any] = {
         "tests": ["blackbox", "whitebox"], "statistic": "margin", "combine": "perm",
         "blackbox_variants": ["loss:perm"], "reference_images": reference_images, "probes": probes,
@@ -156,7 +159,8 @@ def describe(config: ExperimentConfig, records: dict[str, dict[str, Any]] | None
         f"owner:    marks {100 * fraction:g} % of {images} training images"
         + (f" ({marked} images)" if marked is not None else "")
         + f" with a secret key: {mark.steps} steps at lr {mark.lr:g}, every image at PSNR >= {mark.min_psnr:g} dB",
-        f"trainer:  {config.models[0].arch} from scratch, {train.get('epochs')} epochs (SGD, cosine, crop + flip): the "
+        f"trainer:  {config.models[0].arch} from scratch, {train.get('epochs')} epochs (SGD, cosine, crop + flip"
+        + (", bfloat16 mixed precision" if train.get("precision") == "bfloat16" else "") + "): the "
         "suspect on the published images, the clean control (its own seed) on the original images (the control is "
         "independent of every key: shipped with the package for the default settings, like the references)",
         f"auditor:  black-box (headline): {detect.statistic} statistic, exact permutation combination, {reference}; "

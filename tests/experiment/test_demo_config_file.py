@@ -43,3 +43,12 @@ def test_the_demo_defaults_find_their_shipped_references_and_control(tmp_path, m
     assert len(models) == 4 and not list(tmp_path.glob("cache/reference-*"))
     name = context.clean_model_name(config.models[0], derive_seed("control_training", config.seeds[0]))
     assert shipped_model(name) is not None
+
+
+def test_the_demo_describes_its_training_precision():
+    from radioactive.demo import describe
+
+    trainer = next(line for line in describe(demo_config()) if line.startswith("trainer:"))
+    assert "4 epochs (SGD, cosine, crop + flip, bfloat16 mixed precision)" in trainer
+    full = next(line for line in describe(demo_config(precision="float32")) if line.startswith("trainer:"))
+    assert "bfloat16" not in full and "(SGD, cosine, crop + flip)" in full
