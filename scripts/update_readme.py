@@ -175,7 +175,8 @@ def demo() -> list[str]:
         out += [
             "",
             "Every seed of the demo's defaults (`benchmarks/bench_demo.py --seeds " + " ".join(str(r["seed"]) for r in seeds["runs"])
-            + f"`; {demo_setting(seeds['config'])}; log10 p):",
+            + f"`; {demo_setting(seeds['config'])}; log10 p; time: the whole demo, after set-up, where only the "
+            "default seed's clean control is shipped and the other seeds train theirs):",
             "",
             "| seed | model | test accuracy | " + " | ".join(labels.get(t, t) for t in tests) + " | time (s) |",
             "|---|---|---|" + "---|" * len(tests) + "---|",
