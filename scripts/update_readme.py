@@ -624,10 +624,10 @@ ROBUSTNESS_TESTS = {"whitebox": "white-box", "blackbox": "black-box margin (exac
 def treatments(folder: Path = ROBUSTNESS) -> list[str]:
     """The robustness table from ``folder/results.json`` (configs/robustness.toml, written by
     ``.venv/bin/python benchmarks/run_robustness.py configs/robustness.toml --out results/robustness``, about
-    2 h on 2 CPU cores): per treatment and marking, the test accuracy and each test's median log10 p at every
+    3 h on 2 CPU cores): per treatment and marking, the test accuracy and each test's median log10 p at every
     fraction, the 0 % run being the treatment's control."""
     command = ("`.venv/bin/python benchmarks/run_robustness.py configs/robustness.toml --out results/robustness` "
-               "(about 2 h on 2 CPU cores; resumable)")
+               "(about 3 h on 2 CPU cores; resumable)")
     intro = ("**Robustness** (`configs/robustness.toml`): the published images re-encoded before training (every "
              "image: JPEG with a real codec, or downscaled and back), under the plain marking and under one that "
              "also optimises through kornia's differentiable JPEG (`jpeg-aug`); and the trained suspect changed "
@@ -666,7 +666,9 @@ def treatments(folder: Path = ROBUSTNESS) -> list[str]:
         f"{intro} {summary['runs']} of {summary['planned']} runs; regenerate with {command}, then this script. "
         + (f"Settings: {settings}. " if settings else "")
         + f"Cells: median over seeds {summary['seeds']} at each fraction marked, the 0 % run (same treatment, nothing "
-        f"marked) being the control; detected: log10 p <= log10 {summary['alpha']:g}. "
+        f"marked) being the control; detected: log10 p <= log10 {summary['alpha']:g}. Test accuracy: on the test "
+        "images re-encoded like the published ones in the re-encoding rows (the trainer's own test set; the "
+        "records keep the original test images' as `clean_test_accuracy`), on the original test images otherwise. "
         "Per-run records (configuration, treatment, seeds, versions, key fingerprints): `results/robustness/runs/`.",
         "",
         *lines,

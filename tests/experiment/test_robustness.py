@@ -73,6 +73,11 @@ def test_robustness_table_runs_resumes_and_renders(tmp_path, toy_data, toy_marke
     # The model treatments start from the untreated suspect: one training (its metrics, wall time included).
     for name in ("finetune", "prune-0.5", "quantize-int8", "distill-mlp"):
         assert by[(name, "plain", 0.25)]["train_metrics"] == by[("none", "plain", 0.25)]["train_metrics"]
+    # A re-encoded suspect's accuracy is measured on test images re-encoded the same way (the trainer's own), the
+    # original test images' beside it; other runs have only the one test set.
+    for name in ("jpeg-q75", "downscale-0.5"):
+        assert 0 <= by[(name, "plain", 0.25)]["clean_test_accuracy"] <= 1
+    assert all("clean_test_accuracy" not in by[(name, "plain", 0.25)] for name in ("none", "prune-0.5", "finetune"))
     # Re-encoded images train another suspect.
     assert by[("jpeg-q75", "plain", 0.25)]["train_metrics"] != by[("none", "plain", 0.25)]["train_metrics"]
     # The jpeg-aug marking is another marking (another key-independent optimisation, same key).

@@ -120,6 +120,17 @@ def _twin_summary(verdicts: dict[str, Verdict]) -> dict[str, Any]:
             "twin_pairs": next(iter(twins.values())).counts["pairs"]}
 
 
+def _test_accuracy(context: Context, model: torch.nn.Module, result: TrainResult, treatment: Treatment | None
+                   ) -> float | None:
+    """The suspect's test accuracy as its trainer measures it: on the test images, re-encoded as the published
+    images were when a treatment re-encodes them (a model trained on images downscaled and back is tested on
+    images made the same way; the record's ``clean_test_accuracy`` keeps the original test images')."""
+    images, labels = context.data["test"]
+    if treatment is not None and treatment.stage == "published":
+        return evaluate(model, treatment.publish(images), labels)["accuracy"]
+    return result.metrics.get("test_accuracy") if model is result.model else evaluate(model, images, labels)["accuracy"]
+
+
 def run_one(spec: RunSpec, context: Context, *, keep_model: bool = False, progress: Progress | None = None,
             training_seed: int | None = None, treatment: Treatment | None = None,
             stored_clean: bool = False) -> dict[str, Any]:
@@ -194,8 +205,7 @@ def run_one(spec: RunSpec, context: Context, *, keep_model: bool = False, progre
         "train_images": int(len(labels)),
         "psnr_min": float(psnr.min()) if len(psnr) else None,
         "psnr_mean": float(finite.mean()) if len(finite) else None,
-        "test_accuracy": (result.metrics.get("test_accuracy") if model is result.model
-                          else evaluate(model, *context.data["test"])["accuracy"]),
+        "test_accuracy": _test_accuracy(context, model, result, treatment),
         "accuracy_on_marked": evaluate(model, marked, labels[indices])["accuracy"] if len(indices) else None,
         "log10_p": {name: verdict.log10_p for name, verdict in verdicts.items()},
         **_twin_summary(verdicts),
@@ -208,6 +218,8 @@ def run_one(spec: RunSpec, context: Context, *, keep_model: bool = False, progre
     }
     if treatment is not None:
         record["run_id"], record["treatment"] = treated_run_id(spec, treatment), treatment.to_dict()
+        if treatment.stage == "published":  # test_accuracy is on the test images re-encoded like the training set
+            record["clean_test_accuracy"] = evaluate(model, *context.data["test"])["accuracy"]
     if keep_model:
         record["_model"] = model
         record["_spec"] = result.spec if result.spec is not None else context.init_spec(spec.model)
