@@ -10,18 +10,16 @@ The full run (heavy: hold the shared lock; it is taken around each run only, so 
         --lock /tmp/radioactive-heavy.lock
 then ``.venv/bin/python scripts/update_readme.py`` renders the README table from results/robustness/results.json.
 
-Estimated time on this project's 2 CPU cores, about 2 h (1.8-2.5 h) for 108 runs (8 treatments, the four of (a)
-under two markings, x 3 fractions x 3 seeds), from the measured rates (cnn 3 epochs on 55k images ~35 s,
-resnet_narrow ~75 s, marking ~1,400 image-steps/s, about half that with the differentiable JPEG in the loop):
-  - 72 suspect trainings (none and the 3 re-encodings x 2 markings x 3 fractions x 3 seeds) x 35 s    ~ 42 min
-  - model treatments on the shared suspect, 9 x (fine-tune 2 epochs ~21 s + distill a resnet_narrow
-    student 3 epochs on 49.5k images with the teacher's forward ~80 s; prune and quantize < 1 s)      ~ 15 min
-  - marking 5,500 training images x 30 steps per seed: 118 s plain + ~240 s jpeg-aug, x 3 seeds       ~ 18 min
-  - marking the 500 probes x 21 carrier sets x 30 steps per seed and marking: 225 s + ~450 s, x 3     ~ 34 min
-  - the auditor's clean reference cnn (once), the tests (~5 s a run x 108) and the JPEG re-encodings
-    of the 55k published images (Pillow, ~7 s each x 36)                                              ~ 15 min
+Measured time on this project's 2 CPU cores (session 7, the job at nice 10 with light work beside it): about
+4.5-5 h for 108 runs (8 treatments, the four of (a) under two markings, x 3 fractions x 3 seeds):
+  - 60 suspect trainings (none and the 3 re-encodings x 2 markings x 3 fractions x 3 seeds, less the 12 0 %
+    jpeg-aug controls, which publish the plain 0 % images and read that suspect) at ~170-200 s    ~ 3.2 h
+  - model treatments on the shared suspect, 9 x (fine-tune 2 epochs ~130 s, distill a resnet_narrow student
+    3 epochs ~160 s, prune and quantize ~20 s each: the tests)                                   ~ 0.8 h
+  - marking the 5,500 training images and the 500 probes x 21 carrier sets, per seed and marking; the
+    auditor's clean reference cnn (once); the tests (~20 s a run)                               ~ 0.7 h
 An interrupted run resumes (records under OUT/runs are skipped; marked images, probes and the reference
-model are cached under OUT/cache); a resumed model treatment retrains its suspect once.
+model are cached under OUT/cache, and so is every trained suspect, so a resumed run does not train again).
 """
 
 from __future__ import annotations

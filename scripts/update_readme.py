@@ -624,10 +624,10 @@ ROBUSTNESS_TESTS = {"whitebox": "white-box", "blackbox": "black-box margin (exac
 def treatments(folder: Path = ROBUSTNESS) -> list[str]:
     """The robustness table from ``folder/results.json`` (configs/robustness.toml, written by
     ``.venv/bin/python benchmarks/run_robustness.py configs/robustness.toml --out results/robustness``, about
-    3 h on 2 CPU cores): per treatment and marking, the test accuracy and each test's median log10 p at every
+    4.5-5 h on 2 CPU cores): per treatment and marking, the test accuracy and each test's median log10 p at every
     fraction, the 0 % run being the treatment's control."""
     command = ("`.venv/bin/python benchmarks/run_robustness.py configs/robustness.toml --out results/robustness` "
-               "(about 3 h on 2 CPU cores; resumable)")
+               "(about 4.5-5 h on 2 CPU cores; resumable)")
     intro = ("**Robustness** (`configs/robustness.toml`): the published images re-encoded before training (every "
              "image: JPEG with a real codec, or downscaled and back), under the plain marking and under one that "
              "also optimises through kornia's differentiable JPEG (`jpeg-aug`); and the trained suspect changed "
