@@ -147,7 +147,8 @@ def describe(config: ExperimentConfig, records: dict[str, dict[str, Any]] | None
     fraction = config.fractions[-1]
     train = config.train
     suspect = (records or {}).get("suspect", {})
-    images = suspect.get("train_images") or config.train_images or "all"
+    count = suspect.get("train_images") or config.train_images
+    images = f"{count:,}" if count else "all"
     marked = suspect.get("marked_images")
     references = len(detect.reference_arch_list())
     reference = (f"difference in differences against {references} clean reference model"
