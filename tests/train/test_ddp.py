@@ -43,10 +43,18 @@ WORKER = textwrap.dedent(
 )
 
 
+# A gloo process can abort at exit, after its work, with this C++ message (seen once, in a session-7 CI run, in
+# rank 1 after destroy_process_group); such a launch is run again, once. Any other failure fails the test.
+TEARDOWN_ABORT = "terminate called without an active exception"
+
+
 def _torchrun(args, tmp_path, timeout=240):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", *args]
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
+    for _attempt in range(2):
+        proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
+        if proc.returncode == 0 or TEARDOWN_ABORT not in proc.stdout + proc.stderr:
+            break
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
 
