@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -244,17 +245,7 @@ class Context:
         (``suspect-<ident>.safetensors``), so that an interrupted table does not train it again."""
         if self._suspect is not None and self._suspect[0] == ident:
             return self._suspect[1]
-        path = self.cache / f"suspect-{ident}.safetensors"
-        if path.is_file():
-            network, spec, extra = load_checkpoint(path)
-            result = TrainResult(network.to(self.device).eval(), spec, self.config.recipe(model),
-                                 dict(extra.get("metrics", {})))
-        else:
-            result = train()
-            self.cache.mkdir(parents=True, exist_ok=True)
-            save_checkpoint(result.model, path, result.spec if result.spec is not None else self.init_spec(model),
-                            {"kind": "suspect", "metrics": {
-                                k: v for k, v in result.metrics.items() if k != "history"}})
+        result = self._trained_once(model, self.cache / f"suspect-{ident}.safetensors", train, {"kind": "suspect"})
         self._suspect = (ident, result)
         return result
 
@@ -270,15 +261,23 @@ class Context:
         or ``train()`` once and cached. The name hashes the setting, the recipe, the data and the seed, so a
         stored model is used only where it is exactly what would otherwise be trained."""
         path = self.cache / self.clean_model_name(model, seed)
-        stored = path if path.is_file() else shipped_model(path.name)
+        return self._trained_once(model, path, train, {"kind": "clean", "seed": seed},
+                                  stored=path if path.is_file() else shipped_model(path.name), note_stored=True)
+
+    def _trained_once(self, model: ModelSetting, path: Path, train: Callable[[], TrainResult], extra: dict[str, Any],
+                      *, stored: Path | None = None, note_stored: bool = False) -> TrainResult:
+        """The model stored at ``stored`` (default: ``path`` when it exists), or ``train()`` saved to ``path``
+        with ``extra`` and its metrics (less the history). ``note_stored`` adds ``stored=<name>`` to the
+        metrics of a model read back."""
+        stored = stored if stored is not None else (path if path.is_file() else None)
         if stored is not None:
-            network, spec, extra = load_checkpoint(stored)
-            return TrainResult(network.to(self.device).eval(), spec, self.config.recipe(model),
-                               dict(extra.get("metrics", {}), stored=path.name))
+            network, spec, saved = load_checkpoint(stored)
+            metrics = dict(saved.get("metrics", {}), **({"stored": path.name} if note_stored else {}))
+            return TrainResult(network.to(self.device).eval(), spec, self.config.recipe(model), metrics)
         result = train()
+        self.cache.mkdir(parents=True, exist_ok=True)
         save_checkpoint(result.model, path, result.spec if result.spec is not None else self.init_spec(model),
-                        {"kind": "clean", "seed": seed, "metrics": {
-                            k: v for k, v in result.metrics.items() if k != "history"}})
+                        {**extra, "metrics": {k: v for k, v in result.metrics.items() if k != "history"}})
         return result
 
     def start_point(self, model: ModelSetting) -> tuple[NetSpec | torch.nn.Module, torch.nn.Module | None]:
