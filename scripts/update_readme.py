@@ -16,6 +16,8 @@ import math
 import statistics
 from pathlib import Path
 
+import tomllib
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 GRID = ROOT / "results" / "fashion-mnist"
@@ -293,9 +295,12 @@ def converged() -> list[str]:
     title = "Fashion-MNIST grid, suspects trained to convergence"
     if not (CONVERGED / "results.json").is_file():
         print("converged grid: not yet run")
-        return [f"**{title}** (`configs/fashion-mnist-converged.toml`: resnet_narrow from scratch, 20 epochs, cosine "
-                "schedule to 0; the tests above plus the paired-twin test): not yet run: `radioactive experiment "
-                "configs/fashion-mnist-converged.toml --out results/fashion-mnist-converged`, then this script.", ""]
+        source = ROOT / "configs" / "fashion-mnist-converged.toml"
+        epochs = tomllib.loads(source.read_text())["train"]["epochs"]
+        return [f"**{title}** (`configs/fashion-mnist-converged.toml`: resnet_narrow from scratch, {epochs} epochs, "
+                "cosine schedule to 0; the tests above plus the paired-twin test): not yet run: `radioactive "
+                "experiment configs/fashion-mnist-converged.toml --out results/fashion-mnist-converged`, then this "
+                "script.", ""]
     epochs = json.loads((CONVERGED / "config.json").read_text())["train"]["epochs"]
     labels = {f"scratch-{arch}": f"{arch}, from scratch, {epochs} epochs (converged)" for arch in ("cnn", "resnet_narrow")}
     return grid(CONVERGED, title, labels)
@@ -321,8 +326,10 @@ def grid(folder: Path = GRID, title: str = "Fashion-MNIST grid", labels: dict[st
         f"**{title}** (`{source}`; {len(runs)} of {expected} runs; regenerate with "
         f"`radioactive experiment {source} --out {rel}`, then this script). "
         f"Marker: the built-in cnn; marking {mark.get('steps')} steps at lr {mark.get('lr')}, PSNR ≥ "
-        f"{mark.get('min_psnr')} dB; every suspect trained by the project's own trainer, `radioactive.train.fit` "
-        f"({train.get('epochs')} epochs of SGD with Nesterov momentum, cosine schedule, random crop and flip; the "
+        f"{mark.get('min_psnr')} dB{', the marking network in bf16 autocast' if mark.get('precision') == 'bf16' else ''}; "
+        "every suspect trained by the project's own trainer, `radioactive.train.fit` "
+        f"({train.get('epochs')} epochs of SGD with Nesterov momentum, cosine schedule, random crop and flip"
+        f"{', bfloat16 mixed precision' if train.get('precision') == 'bfloat16' else ''}; the "
         "held-out suite below trains others); "
         f"white-box on {det['reference_images']:,} held-out images (gradient test on "
         f"{det.get('gradient_reference_images') or det['reference_images']}); black-box on {det['probes']} fresh "

@@ -1,6 +1,7 @@
 """The paired-twin test in the experiment runner (``[twins] enabled = true``): twin marking of the marked
 subset, the coin-chosen published set, the published test's probes kept plainly marked, and the recorded test."""
 
+import dataclasses
 import importlib.util
 import math
 from pathlib import Path
@@ -97,7 +98,10 @@ def test_converged_config():
     assert [(m.mode, m.arch) for m in config.models] == [("scratch", "resnet_narrow")]
     recipe = config.recipe(config.models[0])
     assert recipe.epochs >= 15 and recipe.schedule == "cosine" and recipe.flip and recipe.crop_padding > 0
-    assert config.mark_config() == grid.mark_config() and config.detect == grid.detect
+    assert recipe.precision == "bfloat16"  # mixed precision, as a third party on a GPU trains
+    # The grid's marking and tests, with the marking network in bf16 autocast (the same marks, 1.9x faster).
+    assert config.mark_config() == dataclasses.replace(grid.mark_config(), precision="bf16")
+    assert config.detect == grid.detect
     assert config.twins.enabled and {"loss", "margin"} <= set(config.twins.statistics)
 
 
