@@ -21,7 +21,7 @@ probes; the clean models are trained first, ~5 min, unless benchmarks/cache hold
     flock /tmp/radioactive-heavy.lock nice -n 10 .venv/bin/python benchmarks/bench_probe_levers_calibration.py
 (``--mark-precision bf16`` runs the marking network in bf16 autocast, about 1.9x faster here.)
 Writes benchmarks/results/probe_levers_calibration.json (settings, versions, marker hash, models, per cell the
-rates and KS, ``ok`` per cell and overall).
+rates, KS and each key's log10 p, ``ok`` per cell and overall).
 Smoke (seconds): ``--keys 2 --probes-per-class 2 --controls 2 --mark-steps 1 --out /tmp/levers-calib.json``.
 """
 
@@ -94,6 +94,7 @@ def calibrate(marker, suspects, reference, probes, variants, keys: int, controls
     for cell, values in log10_ps.items():
         check = fpr_check(np.array(values), alphas=(0.01, 0.05, 0.1))
         check["ok"] = all(check[f"ok@{a}"] for a in (0.01, 0.05, 0.1))
+        check["log10_p"] = [round(float(v), 5) for v in values]  # by key, to look into a KS deviation later
         results[cell] = check
     results["_seconds"] = time.perf_counter() - start
     return results
