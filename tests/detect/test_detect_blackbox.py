@@ -11,12 +11,11 @@ import pytest
 import torch
 from helpers.calibration import assert_rate_within
 from helpers.tiny import (
+    BLACKBOX_SPEC,
+    QUICK_MARK,
     carrier_reader,
     no_grad_predictor,
-    tiny_marker,
     tiny_model,
-    tiny_probes,
-    tiny_spec,
 )
 
 from radioactive import stats
@@ -27,25 +26,14 @@ from radioactive.detect.probes import marked_versions
 from radioactive.errors import ConfigError, DatasetError, EndpointError, KeyMismatchError
 from radioactive.key import Key, random_key
 from radioactive.mark import MarkConfig
-from radioactive.marker import Marker
 from radioactive.nets import build_from_spec
 
-SPEC = tiny_spec(4, 12)
-CONFIG = MarkConfig(steps=2, eval_draws=0)
+SPEC = BLACKBOX_SPEC
+CONFIG = QUICK_MARK
 
 
 def _settings(**options) -> BlackboxSettings:
     return BlackboxSettings(**{"mark": CONFIG, **options})
-
-
-@pytest.fixture(scope="module")
-def marker() -> Marker:
-    return tiny_marker(SPEC)
-
-
-@pytest.fixture(scope="module")
-def probes() -> Probes:
-    return tiny_probes()
 
 
 @pytest.fixture(scope="module")

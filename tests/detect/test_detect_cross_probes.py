@@ -8,11 +8,10 @@ import pytest
 import torch
 from helpers.calibration import assert_rate_within
 from helpers.tiny import (
+    BLACKBOX_SPEC,
+    QUICK_MARK,
     memorised_shift,
-    tiny_marker,
     tiny_predictor,
-    tiny_probes,
-    tiny_spec,
 )
 
 from radioactive.detect import BlackboxSettings, Probes, blackbox
@@ -22,20 +21,9 @@ from radioactive.detect.probes import cross_targets, marked_versions
 from radioactive.errors import ConfigError, DatasetError
 from radioactive.key import Key
 from radioactive.mark import MarkConfig, mark
-from radioactive.marker import Marker
 
-SPEC = tiny_spec(4, 12)
-CONFIG = MarkConfig(steps=2, eval_draws=0)
-
-
-@pytest.fixture(scope="module")
-def marker() -> Marker:
-    return tiny_marker(SPEC)
-
-
-@pytest.fixture(scope="module")
-def probes() -> Probes:
-    return tiny_probes()
+SPEC = BLACKBOX_SPEC
+CONFIG = QUICK_MARK
 
 
 def _predict(seed: int):

@@ -6,33 +6,21 @@ import numpy as np
 import pytest
 from helpers.calibration import assert_rate_within
 from helpers.tiny import (
+    BLACKBOX_SPEC,
+    QUICK_MARK,
     carrier_reader,
-    tiny_marker,
     tiny_predictor,
-    tiny_probes,
-    tiny_spec,
 )
 
-from radioactive.detect import BlackboxSettings, Probes, blackbox
+from radioactive.detect import BlackboxSettings, blackbox
 from radioactive.detect.combine import REFERENCE_EXTREME, permutation_sum_log_p, verdict_from_observations
 from radioactive.detect.observations import Observations, collect, statistic_values
 from radioactive.errors import ConfigError
 from radioactive.key import Key
 from radioactive.mark import MarkConfig
-from radioactive.marker import Marker
 
-SPEC = tiny_spec(4, 12)
-CONFIG = MarkConfig(steps=2, eval_draws=0)
-
-
-@pytest.fixture(scope="module")
-def marker() -> Marker:
-    return tiny_marker(SPEC)
-
-
-@pytest.fixture(scope="module")
-def probes() -> Probes:
-    return tiny_probes()
+SPEC = BLACKBOX_SPEC
+CONFIG = QUICK_MARK
 
 
 def _predict(seed: int):

@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from radioactive.key import Key
+from radioactive.mark import MarkConfig
 from radioactive.marker import Marker
 from radioactive.nets import NetSpec, build_from_spec, save_checkpoint
 
@@ -24,6 +25,10 @@ def tiny_spec(num_classes: int, size: int = 28, *, width: int = 4, feature_dim: 
     ``options`` go to :class:`NetSpec` (``mean``, ``std``, ...)."""
     return NetSpec("cnn", num_classes, in_channels=channels, input_size=(size, size),
                    kwargs={"width": width, "feature_dim": feature_dim}, **options)
+
+
+BLACKBOX_SPEC = tiny_spec(4, 12)  # the black-box tests' marker (tests/detect/conftest.py), as tiny_probes
+QUICK_MARK = MarkConfig(steps=2, eval_draws=0)  # two optimisation steps: marks fast enough for unit tests
 
 
 def tiny_model(spec: NetSpec, *, seed: int = 0) -> torch.nn.Module:
