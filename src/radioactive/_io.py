@@ -8,13 +8,15 @@ import hashlib
 import json
 import os
 import platform
+import stat
 import sys
 import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import OutputWriteError
+from .errors import KeyFileError, OutputWriteError
 
 __all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_json", "sha256_file", "sha256_bytes", "versions"]
 
@@ -75,6 +77,21 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, mode: int | None = 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any, mode: int | None = None) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n").encode(), mode=mode)
+
+
+def open_secret(path: str | os.PathLike, what: str, hint: str) -> Path:
+    """Check a secret file before it is read (a key, a twin sidecar): it must be a file, and a warning names
+    it when other users can read it. ``what`` names the kind of file in messages, ``hint`` says where the
+    right file comes from."""
+    path = Path(path)
+    if not path.is_file():
+        problem = "does not exist (that path is a folder)" if path.is_dir() else "does not exist"
+        raise KeyFileError(f"{what} {str(path)!r} {problem}; {hint}")
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        warnings.warn(f"{what} {str(path)!r} is readable by other users (mode {oct(mode)}); run: chmod 600 {path}",
+                      stacklevel=3)
+    return path
 
 
 def sha256_bytes(data: bytes) -> str:

@@ -12,15 +12,13 @@ import hashlib
 import json
 import os
 import secrets
-import stat
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ._io import atomic_write
+from ._io import atomic_write, open_secret
 from .errors import ConfigError, KeyFileError, KeyMismatchError, OutputExistsError
 from .nets import NetSpec
 
@@ -254,16 +252,7 @@ class Key:
         """Read a key file, verify its integrity, and warn if other users can read it."""
         from safetensors import safe_open
 
-        path = Path(path)
-        if not path.is_file():
-            problem = "does not exist (that path is a folder)" if path.is_dir() else "does not exist"
-            raise KeyFileError(f"key file {str(path)!r} {problem}; give the file written by 'radioactive keygen --out'")
-        mode = stat.S_IMODE(path.stat().st_mode)
-        if mode & 0o077:
-            warnings.warn(
-                f"key file {str(path)!r} is readable by other users (mode {oct(mode)}); run: chmod 600 {path}",
-                stacklevel=2,
-            )
+        path = open_secret(path, "key file", "give the file written by 'radioactive keygen --out'")
         try:
             with safe_open(str(path), framework="pt") as handle:
                 header = dict(handle.metadata() or {})

@@ -32,8 +32,6 @@ import json
 import math
 import os
 import secrets
-import stat
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +39,7 @@ from typing import Any
 
 import torch
 
-from ._io import atomic_write
+from ._io import atomic_write, open_secret
 from .errors import ConfigError, KeyFileError, KeyMismatchError, OutputExistsError
 from .key import Key
 from .mark import MarkConfig, MarkResult, choose_batch_size, image_seeds, mark
@@ -168,15 +166,8 @@ class TwinSecret:
     @classmethod
     def load(cls, path: str | os.PathLike) -> TwinSecret:
         """Read a sidecar, verify its integrity, and warn if other users can read it."""
-        path = Path(path)
-        if not path.is_file():
-            problem = "does not exist (that path is a folder)" if path.is_dir() else "does not exist"
-            raise KeyFileError(f"twin secret {str(path)!r} {problem}; give the sidecar written by "
-                               "'radioactive mark --twins' (next to the key, or its --twins-secret path)")
-        mode = stat.S_IMODE(path.stat().st_mode)
-        if mode & 0o077:
-            warnings.warn(f"twin secret {str(path)!r} is readable by other users (mode {oct(mode)}); run: chmod 600 "
-                          f"{path}", stacklevel=2)
+        path = open_secret(path, "twin secret", "give the sidecar written by 'radioactive mark --twins' "
+                           "(next to the key, or its --twins-secret path)")
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             if data.get("kind") != KIND or data.get("format") != FORMAT:
