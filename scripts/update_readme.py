@@ -646,6 +646,9 @@ def treatments(folder: Path = ROBUSTNESS) -> list[str]:
         print("robustness table: not yet run")
         return [f"{intro} Not yet run: {command}, then this script.", ""]
     summary = json.loads(path.read_text())
+    hours = sum(row["seconds_mean"] * len(row["seeds"]) for row in summary["rows"]) / 3600
+    if summary["runs"] == summary["planned"]:
+        command = command.replace("about 4.5-5 h", f"measured {hours:.1f} h")
     fractions = summary["fractions"]
     tests = [t for t in ROBUSTNESS_TESTS if t in summary["tests"]] + [
         t for t in summary["tests"] if t not in ROBUSTNESS_TESTS]
