@@ -26,16 +26,13 @@ import json
 import logging
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
+from robust_marker import run_cell  # research/ is on sys.path when this script runs
 from torch import nn
 
 from radioactive._io import atomic_write_json, sha256_file, versions
-from radioactive.demo import demo_config
-from radioactive.experiment import Context
-from radioactive.experiment.run import RunSpec, run_one
 from radioactive.fmnist import fashion_mnist_splits
 from radioactive.marker import Marker
 from radioactive.nets.head import FeatureSplit
@@ -77,16 +74,6 @@ def build_ensemble(second: Path) -> tuple[Marker, dict]:
         assert torch.allclose(model(images[:64]), mean_logits, atol=1e-4)
     return marker, {"scales": scales, "feature_dim": marker.feature_dim,
                     "member_dims": [m.feature_dim for m in members]}
-
-
-def run_cell(marker: Marker, seed: int, workdir: Path, arch: str) -> dict:
-    config = demo_config(seed=seed, arch=arch, whitebox_null_trials=0)
-    config = replace(config, fractions=(config.fractions[-1],))
-    context = Context(config, workdir, marker=marker)
-    spec = RunSpec.of(config, fraction=config.fractions[-1], model=config.models[0], seed=seed)
-    record = run_one(spec, context, progress=lambda line: log.info("%s", line))
-    return {k: record[k] for k in ("seed", "fraction", "arch", "key_fingerprint", "marked_images", "psnr_min",
-                                   "psnr_mean", "test_accuracy", "log10_p", "seconds")}
 
 
 def main(argv: list[str] | None = None) -> int:

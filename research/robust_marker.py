@@ -36,6 +36,7 @@ from radioactive.demo import demo_config
 from radioactive.experiment import Context
 from radioactive.experiment.run import RunSpec, run_one
 from radioactive.fmnist import fashion_mnist_splits
+from radioactive.marker import Marker
 from radioactive.nets import build_from_spec, save_checkpoint
 from radioactive.train import dataset_fingerprint
 from radioactive.train.batches import as_float, augment_batch
@@ -113,10 +114,13 @@ def train_marker(out: Path, *, epsilon: float, pgd_steps: int, noise: float, see
     return metrics
 
 
-def run_cell(marker: str, seed: int, workdir: Path, arch: str) -> dict:
-    config = demo_config(seed=seed, arch=arch, marker=marker, whitebox_null_trials=0)
+def run_cell(marker: str | Marker, seed: int, workdir: Path, arch: str) -> dict:
+    """The demo's cell at its largest fraction with ``arch`` suspects; ``marker``: a checkpoint path, "default",
+    or a :class:`Marker` built in memory (``research/ensemble_marker.py``)."""
+    in_memory = isinstance(marker, Marker)
+    config = demo_config(seed=seed, arch=arch, marker="default" if in_memory else marker, whitebox_null_trials=0)
     config = replace(config, fractions=(config.fractions[-1],))
-    context = Context(config, workdir)
+    context = Context(config, workdir, marker=marker if in_memory else None)
     spec = RunSpec.of(config, fraction=config.fractions[-1], model=config.models[0], seed=seed)
     record = run_one(spec, context, progress=lambda line: log.info("%s", line))
     return {k: record[k] for k in ("seed", "fraction", "arch", "key_fingerprint", "marked_images", "psnr_min",
