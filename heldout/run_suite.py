@@ -71,8 +71,9 @@ VARIANTS = {
 
 
 def sibling(name: str):
-    """``heldout/<name>.py`` as module ``heldout_<name>`` (the folder is a set of scripts, not a package)."""
-    module_name = f"heldout_{name}"
+    """``heldout/<name>.py`` as module ``heldout_<name>`` (the folder is a set of scripts, not a package);
+    ``name`` may name a script in a sub-folder (``sealed/train``: module ``heldout_sealed_train``)."""
+    module_name = "heldout_" + name.replace("/", "_")
     if module_name not in sys.modules:
         spec = importlib.util.spec_from_file_location(module_name, HERE / f"{name}.py")
         module = importlib.util.module_from_spec(spec)
@@ -86,15 +87,23 @@ def say(message: str) -> None:
 
 
 # -- configuration -------------------------------------------------------------------------------------
+def third_party(config: dict[str, Any]) -> tuple[Any, Any]:
+    """The third party's (training script, architectures) modules: ``heldout/train.py`` and ``heldout/archs.py``
+    unless the configuration names others (``scripts = {train = "sealed/train", archs = "sealed/models"}``)."""
+    scripts = config.get("scripts", {})
+    return sibling(scripts.get("train", "train")), (sibling(scripts["archs"]) if "archs" in scripts else archs)
+
+
 def load_config(path: str | Path) -> dict[str, Any]:
     """The suite's TOML, checked: unique pair names, known architectures and recipes, fractions in [0, 1)."""
     config = tomllib.loads(Path(path).read_text())
-    recipes = sibling("train").RECIPES
+    train, nets = third_party(config)
+    recipes = train.RECIPES
     names = [pair["name"] for pair in config["pairs"]]
     problems = [f"duplicate pair names {names}"] if len(set(names)) != len(names) else []
     for pair in config["pairs"]:
-        if pair["arch"] not in archs.ARCHITECTURES:
-            problems.append(f"pair {pair['name']}: unknown arch {pair['arch']!r}; choose from {sorted(archs.ARCHITECTURES)}")
+        if pair["arch"] not in nets.ARCHITECTURES:
+            problems.append(f"pair {pair['name']}: unknown arch {pair['arch']!r}; choose from {sorted(nets.ARCHITECTURES)}")
         if pair["recipe"] not in recipes:
             problems.append(f"pair {pair['name']}: unknown recipe {pair['recipe']!r}; choose from {sorted(recipes)}")
     runs = config["runs"]
@@ -131,7 +140,7 @@ def shared(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_id(config: dict[str, Any], run: dict[str, Any]) -> str:
-    recipe = sibling("train").RECIPES[run["pair"]["recipe"]]
+    recipe = third_party(config)[0].RECIPES[run["pair"]["recipe"]]
     return content_hash({"pair": run["pair"], "hyperparameters": recipe, "fraction": run["fraction"],
                          "seed": run["seed"], "shared": shared(config)})
 
@@ -149,12 +158,13 @@ class Suite:
         self._data = self._marker = self._references = None
         self._keys: dict[int, Key] = {}
         self.mark_config = MarkConfig(**config["mark"])
+        self.script, self.nets = third_party(config)
 
     @property
     def data(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         if self._data is None:
             self._data = fashion_mnist_splits(holdout=self.config["data"]["holdout"])
-            keep = self.config["data"].get("train_images", 0)  # > 0: a seeded subset (smoke runs only)
+            keep = self.config["data"].get("train_images", 0)  # > 0: a seeded subset of the owner split
             if keep:
                 images, labels = self._data["owner"]
                 gen = torch.Generator().manual_seed(seed_of(self.config, "train_subset", 0))
@@ -236,7 +246,7 @@ class Suite:
                                      "key": self.key(seed).fingerprint if len(indices) else None,
                                      "mark": self.mark_config.to_dict() if len(indices) else None})
         train_id = content_hash({"arch": pair["arch"], "recipe": pair["recipe"], "epochs": self.config["epochs"],
-                                 "hyperparameters": sibling("train").RECIPES[pair["recipe"]], "seed": seed,
+                                 "hyperparameters": self.script.RECIPES[pair["recipe"]], "seed": seed,
                                  "published": published_id})
         weights = self.cache / "models" / f"{pair['name']}-{train_id}.safetensors"
         sidecar = weights.with_suffix(".json")
@@ -247,16 +257,16 @@ class Suite:
             if not data_path.is_file():
                 with atomic_write(data_path) as tmp:
                     save_file({"images": published.contiguous(), "labels": labels.contiguous()}, str(tmp))
-            command = [sys.executable, str(HERE / "train.py"), "--arch", pair["arch"], "--recipe", pair["recipe"],
+            command = [sys.executable, self.script.__file__, "--arch", pair["arch"], "--recipe", pair["recipe"],
                        "--data", str(data_path), "--test", str(self.test_file()), "--epochs", str(self.config["epochs"]),
                        "--seed", str(seed), "--out", str(weights), "--device", str(self.device),
                        "--workers", str(self.workers), "--threads", str(self.threads)]
             say("training: " + " ".join(command[1:]))
             if subprocess.run(command).returncode != 0:
-                raise SystemExit(f"heldout/train.py failed for {pair['name']} fraction {run['fraction']} seed {seed}")
+                raise SystemExit(f"{self.script.__file__} failed for {pair['name']} fraction {run['fraction']} seed {seed}")
             if not self.keep_published:
                 data_path.unlink()
-        model = archs.build(pair["arch"])
+        model = self.nets.build(pair["arch"])
         model.load_state_dict(load_file(str(weights)))
         return model.to(self.device).eval(), {**json.loads(sidecar.read_text()), "train_id": train_id}
 
@@ -321,7 +331,7 @@ class Suite:
         key = self.key(run["seed"])
         return {
             "run_id": run_id(self.config, run), "suite": self.config["name"], "pair": pair["name"],
-            "arch": pair["arch"], "family": archs.FAMILIES[pair["arch"]], "recipe": pair["recipe"],
+            "arch": pair["arch"], "family": self.nets.FAMILIES[pair["arch"]], "recipe": pair["recipe"],
             "deep": bool(pair.get("deep")), "fraction": run["fraction"], "seed": run["seed"],
             "seeds": {what: seed_of(self.config, what, run["seed"]) for what in ("selection", "marking")}
             | {"training": run["seed"], "reference": self.config["detect"]["reference_seed"]},
@@ -336,7 +346,8 @@ class Suite:
             "seconds": {"mark": mark_seconds, "train": train_seconds, "detect": detect_seconds,
                         "total": time.perf_counter() - start},
             "config": {"pair": pair, "fraction": run["fraction"], "seed": run["seed"], "shared": shared(self.config)},
-            "scripts_sha256": {name: sha256_file(HERE / f"{name}.py") for name in ("train", "archs", "run_suite")},
+            "scripts_sha256": {Path(m.__file__).relative_to(HERE).as_posix(): sha256_file(m.__file__)
+                               for m in (self.script, self.nets, sys.modules[__name__])},
             "versions": versions(),
         }
 
