@@ -140,6 +140,7 @@ class Plan:
     to_mark: list[SourceItem]
     batches: list[list[SourceItem]]
     unreadable: list[tuple[SourceItem, str]]
+    batch_size: int
 
 
 def manifest_order(source: ImageSource, chosen: set[str], plan: Plan | None) -> Callable[[str, bool], tuple[int, ...]]:
@@ -164,8 +165,13 @@ def manifest_order(source: ImageSource, chosen: set[str], plan: Plan | None) -> 
     return key
 
 
-def plan_batches(source: ImageSource, to_mark: list[SourceItem], batch_size: int) -> Plan:
-    """Group the images to mark by size (from their headers, read in shares by every rank) into batches."""
+def plan_batches(source: ImageSource, to_mark: list[SourceItem],
+                 batch_size: int | Callable[[tuple[int, ...]], int]) -> Plan:
+    """Group the images to mark by size (from their headers, read in shares by every rank) into batches.
+
+    ``batch_size`` is a number, or a rule ``(c, H, W) -> number`` that rank 0 applies to the largest image to
+    mark (the memory probe on CUDA) and every rank then follows.
+    """
     rank, world = distributed.rank_world()
     mine = share(len(to_mark), rank, world)
     shapes: list[tuple[int, ...] | str] = []
@@ -182,8 +188,11 @@ def plan_batches(source: ImageSource, to_mark: list[SourceItem], batch_size: int
             unreadable.append((item, shape))
         else:
             by_shape[shape].append(item)
+    if callable(batch_size):
+        largest = max(by_shape, key=lambda shape: (math.prod(shape), shape), default=None)
+        batch_size = distributed.broadcast(batch_size(largest) if rank == 0 and largest is not None else 1)
     batches = [group[i:i + batch_size] for group in by_shape.values() for i in range(0, len(group), batch_size)]
-    return Plan(to_mark, batches, unreadable)
+    return Plan(to_mark, batches, unreadable, batch_size)
 
 
 def _finite(value: float) -> float | None:

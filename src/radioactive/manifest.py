@@ -4,7 +4,8 @@
 ``output_sha256``, ``marked``, and for marked images ``psnr``, ``shift``, ``cosine``; ``bad`` and ``error`` for
 unreadable ones). A row is appended only after its image is on disk, so a crash leaves at most a torn last
 line. ``mark.json`` records the settings of the run (``settings``: ``config`` = ``MarkConfig.to_dict()``,
-``seed``, ``key_fingerprint``, ...), the key's public description, versions and, once complete, the summary.
+``seed``, ``key_fingerprint``, ...), the batch size the images are marked in (a resume plans the same
+batches), the key's public description, versions and, once complete, the summary.
 A lock file (``fcntl.flock``, released by the kernel even on SIGKILL) refuses a concurrent run into a folder.
 
 Under ``torchrun`` each rank appends to its own part (``.radioactive-parts/manifest.rank-R.jsonl``) and one

@@ -10,7 +10,8 @@ Crash safety: every file is written atomically and a manifest row is appended on
 disk. A rerun with the same settings verifies every row (sha256 of the output, and of the source; a file
 whose ``stat`` stamp is unchanged since it was hashed is trusted without being read), keeps the valid rows
 byte for byte, drops a torn last line, removes stale temporaries and redoes the rest. Batches are planned
-from the full sorted selection, so a resumed run writes the same bytes as an uninterrupted one. A lock file
+from the full sorted selection with the batch size ``mark.json`` records (given, or the marker's rule: the
+memory probe on CUDA), so a resumed run writes the same bytes as an uninterrupted one. A lock file
 refuses a concurrent run into ``out``. The lock, the manifest and ``mark.json`` are
 :mod:`radioactive.manifest`'s.
 
@@ -56,7 +57,7 @@ from .manifest import (
     remove_stale_temporaries,
     write_mark_record,
 )
-from .mark import MarkConfig, default_batch_size, image_seeds
+from .mark import MarkConfig, choose_batch_size, default_batch_size, image_seeds
 from .sources import ImageSource, SourceItem
 
 __all__ = ["mark_dataset", "select_marked", "output_names"]
@@ -213,6 +214,7 @@ def mark_dataset(
             try:
                 stack.enter_context(output_lock(out))
                 prepare_out(out, settings)
+                record["batch_size"] = _recorded_batch_size(out, marker)
                 remove_stale_temporaries(out)
                 write_mark_record(out, record)
                 merged = has_parts(out)  # a distributed run was interrupted: its rows need ordering
@@ -221,10 +223,16 @@ def mark_dataset(
                 error = exc
         distributed.agree(error)
         merged = distributed.broadcast(merged)
+        recorded = distributed.broadcast(record.get("batch_size"))
+
+        def planned(size: int) -> None:  # rank 0: recorded before any image is marked with it
+            if size != record["batch_size"]:
+                record["batch_size"] = size
+                write_mark_record(out, record)
         if rank != 0:
             done = {row["source"] for row in read_manifest_rows(out)} if (out / MANIFEST_NAME).is_file() else set()
-        order = _publish(source, out, marker, key, config, seed, skip_bad, batch_size, link, progress, chosen,
-                         names, done, merged, twins)
+        order = _publish(source, out, marker, key, config, seed, skip_bad, batch_size or recorded, link, progress,
+                         chosen, names, done, merged, twins, planned)
         if rank == 0:
             try:
                 if order is not None:
@@ -240,11 +248,12 @@ def mark_dataset(
 
 def _publish(source: ImageSource, out: Path, marker: Any, key: Key, config: MarkConfig, seed: int,
              skip_bad: bool, batch_size: int | None, link: str, progress: bool, chosen: set[str],
-             names: dict[str, str], done: set[str], merged: bool, twins: Any = None
-             ) -> Callable[[str, bool], Any] | None:
+             names: dict[str, str], done: set[str], merged: bool, twins: Any = None,
+             planned: Callable[[int], None] | None = None) -> Callable[[str, bool], Any] | None:
     """Every rank's share of the copying and marking. Returns the manifest's sort key when rows were added
     (None when nothing changed). ``merged``: the verified rows include those of an interrupted distributed
-    run, whose order is unknown."""
+    run, whose order is unknown. ``batch_size``: given or recorded, else the marker's rule (the memory probe
+    on CUDA) on the largest image; rank 0 calls ``planned`` with the batch size of the plan."""
     rank, world = distributed.rank_world()
     progress = progress and rank == 0
     # One process appends to the manifest itself (as it always did); ranks each to their own part.
@@ -274,8 +283,10 @@ def _publish(source: ImageSource, out: Path, marker: Any, key: Key, config: Mark
             # The plan (it reads the headers of the images to mark) is needed to mark, and to order marked rows
             # that did not come from one process in order.
             if todo or merged:
-                size = distributed.broadcast(batch_size or default_batch_size(marker.spec.input_size))
-                plan = plan_batches(source, to_mark, size)
+                plan = plan_batches(source, to_mark,
+                                    batch_size or (lambda shape: choose_batch_size(marker, shape, config)))
+                if rank == 0 and planned is not None:
+                    planned(plan.batch_size)
                 unreadable = [(item, message) for item, message in plan.unreadable if item.rel not in done]
                 if unreadable and not skip_bad:
                     raise ImageReadError(unreadable[0][1])  # every rank knows it: all stop before marking
@@ -290,6 +301,15 @@ def _publish(source: ImageSource, out: Path, marker: Any, key: Key, config: Mark
     finally:
         writer.close()
     return manifest_order(source, chosen, plan) if plan is not None or untouched else None
+
+
+def _recorded_batch_size(out: Path, marker: Any) -> int | None:
+    """The batch size of the run in ``out`` that this run resumes (None: a new run, or none planned yet).
+    Runs recorded before the batch size was (which lack the field) planned with the pixel budget."""
+    if not (out / RECORD_NAME).is_file():
+        return None
+    record = read_mark_record(out)
+    return record["batch_size"] if "batch_size" in record else default_batch_size(marker.spec.input_size)
 
 
 def _summary(out: Path, total: int, started: float) -> dict[str, Any]:

@@ -40,7 +40,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the selection and the augmentations")
     parser.add_argument("--skip-bad", action="store_true",
                         help="list unreadable images in the manifest and summary instead of stopping")
-    parser.add_argument("--batch-size", type=int, default=None, help="images optimised together")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="images optimised together (default: on CUDA as many as fit in the free memory, else "
+                        "about 2^19 marker-input pixels; recorded in mark.json, and a resumed run keeps it)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     parser.add_argument("--link", choices=["copy", "hardlink"], default="copy",
                         help="how unmarked images reach DST (hardlink falls back to copy across filesystems)")
