@@ -105,4 +105,4 @@ def demo_scales(seeds: dict | None) -> list[str]:
     return ["What the demo's training scale buys (the same test at 10 % marked, the references trained at each scale; "
             "margin, perm, DiD, log10 p; times where recorded on a quiet machine; docs/research.md, \"The demo\"). "
             "Every float32 scale left a seed above −3, and the whole 55,000 images in float32 already exceed the 7 "
-            "minutes with set-up (77 s) at 3 epochs; 4 epochs in bfloat16 mixed precision (the demo's defaults) fit:", "", *lines, ""]
+            "minutes with set-up at 3 epochs; 4 epochs in bfloat16 mixed precision (the demo's defaults) fit:", "", *lines, ""]
