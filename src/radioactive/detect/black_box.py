@@ -117,7 +117,8 @@ def blackbox(
                       output=settings.output, batch_size=settings.batch_size, cache_dir=settings.cache_dir,
                       probe_mode=settings.probe_mode)
         return verdict_from_observations(obs, statistic=settings.statistic, combine=settings.combine,
-                                         alpha=settings.alpha, model_id=settings.model_id)
+                                         alpha=settings.alpha, model_id=settings.model_id,
+                                         reference_fit=settings.reference_fit)
 
     verdict = observe(key)
     verdict = replace(verdict, details={**verdict.details, "marking": marking_details(settings, probes)})

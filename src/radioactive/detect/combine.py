@@ -28,6 +28,7 @@ import numpy as np
 from .. import stats
 from ..errors import ConfigError
 from .common import log10, z_of
+from .matched import DEFAULT_RIDGE, REFERENCE_FITS
 from .observations import Observations, statistic_values
 from .settings import COMBINATIONS, STATISTICS, check_choice
 from .verdict import DEFAULT_ALPHA, ClassScore, Verdict, format_p
@@ -118,6 +119,11 @@ def reference_alone(obs: Observations, statistic: str, *, grid: float = 0.01) ->
     return out
 
 
+def _suffix(difference: bool, reference_fit: str) -> str:
+    """``-did`` for the references' mean, ``-matched`` / ``-matched-class`` for a fit, nothing without."""
+    return ("-did" if reference_fit == "mean" else f"-{reference_fit}") if difference else ""
+
+
 def _verdict(obs: Observations, *, test: str, log_p: float, scores: tuple[ClassScore, ...], alpha: float,
              model_id: str | None, details: dict[str, Any]) -> Verdict:
     return Verdict(
@@ -142,11 +148,13 @@ def _class_scores(obs: Observations, log_ps: np.ndarray, zs: Any, values: np.nda
     )
 
 
-def _describe(obs: Observations, statistic: str, combination: str, difference: bool) -> dict[str, Any]:
+def _describe(obs: Observations, statistic: str, combination: str, difference: bool,
+              reference_fit: str = "mean") -> dict[str, Any]:
     out = {
         "statistic": statistic,
         "combination": combination,
         "difference_in_differences": bool(difference),
+        **({"reference_fit": reference_fit} if difference and reference_fit != "mean" else {}),
         "probe_source": obs.source,
         "output_kind": obs.output_kind,
     }
@@ -167,20 +175,24 @@ def exact_verdict(
     alpha: float = DEFAULT_ALPHA,
     model_id: str | None = None,
     grid: float = 0.01,
+    reference_fit: str = "mean",
+    ridge: float = DEFAULT_RIDGE,
 ) -> Verdict:
     """The black-box test on recorded observations with the exact stratified permutation combination.
 
-    ``difference`` subtracts the reference model's statistic (default: when one was recorded). Test name
-    ``blackbox-perm`` (``-did``). Per-class ``log10_p`` are the exact rank p-values; per-class ``z`` the
+    ``difference`` subtracts the reference models' response (default: when one was recorded): their mean, or
+    with ``reference_fit="matched"`` the suspect's leave-one-out prediction from them (:mod:`.matched`). Test
+    name ``blackbox-perm`` (``-did``, ``-matched``). Per-class ``log10_p`` are the exact rank p-values; per-class ``z`` the
     standardised true values.
     """
     check_choice("statistic", statistic, STATISTICS)
-    difference, values = statistic_values(obs, statistic, difference)
+    check_choice("reference fit", reference_fit, REFERENCE_FITS)
+    difference, values = statistic_values(obs, statistic, difference, reference_fit=reference_fit, ridge=ridge)
     per_class = values.T  # (C', K + 1)
     log_p, z = permutation_sum_log_p(per_class, grid=grid)
     rank_ps = stats.rank_log_p(per_class[:, 0], per_class[:, 1:])
     details = _describe(obs, statistic, "exact stratified permutation of the sum of per-class standardised values",
-                        difference)
+                        difference, reference_fit)
     details.update(
         sum_z=float(z[:, 0].sum()),
         # The empirical null at no cost: each control set scored as if it were the true one (same z's).
@@ -188,7 +200,7 @@ def exact_verdict(
         best_possible_log10_p=-len(obs.pairs) * math.log10(obs.num_controls + 1),
         per_class_note="per-class log10_p are the exact rank p-values",
     )
-    return _verdict(obs, test="blackbox-perm" + ("-did" if difference else ""), log_p=log_p,
+    return _verdict(obs, test="blackbox-perm" + _suffix(difference, reference_fit), log_p=log_p,
                     scores=_class_scores(obs, rank_ps, z[:, 0], per_class), alpha=alpha, model_id=model_id,
                     details=details)
 
@@ -201,6 +213,8 @@ def verdict_from_observations(
     difference: bool | None = None,
     alpha: float = DEFAULT_ALPHA,
     model_id: str | None = None,
+    reference_fit: str = "mean",
+    ridge: float = DEFAULT_RIDGE,
 ) -> Verdict:
     """One test on recorded observations.
 
@@ -209,8 +223,11 @@ def verdict_from_observations(
         statistic: ``margin`` (true-class log-probability minus the best other), ``prob`` (true-class
             probability), ``loss`` (minus the cross-entropy) or ``label`` (accuracy of predicted labels).
         combine: ``rank``, ``t`` or ``perm`` (see the module docstring).
-        difference: subtract the reference models' mean statistic (difference in differences); default: when
-            a reference model was recorded.
+        difference: subtract the reference models' response (difference in differences); default: when a
+            reference model was recorded.
+        reference_fit: ``mean`` (subtract the references' mean) or ``matched`` / ``matched-class`` (subtract
+            the suspect's leave-one-out prediction from every reference: :mod:`radioactive.detect.matched`).
+        ridge: the matched fit's ridge penalty.
         alpha: significance level of the decision.
         model_id: identifier of the suspect recorded in the verdict.
 
@@ -219,12 +236,14 @@ def verdict_from_observations(
     """
     check_choice("statistic", statistic, STATISTICS)
     check_choice("combination", combine, COMBINATIONS)
+    check_choice("reference fit", reference_fit, REFERENCE_FITS)
     if combine == "perm":
-        return exact_verdict(obs, statistic=statistic, difference=difference, alpha=alpha, model_id=model_id)
-    difference, values = statistic_values(obs, statistic, difference)
+        return exact_verdict(obs, statistic=statistic, difference=difference, alpha=alpha, model_id=model_id,
+                             reference_fit=reference_fit, ridge=ridge)
+    difference, values = statistic_values(obs, statistic, difference, reference_fit=reference_fit, ridge=ridge)
     true_value, controls = values[0], values[1:].T  # (C',), (C', K)
     combination = "fisher on exact ranks" if combine == "rank" else "stouffer on control t statistics"
-    details = _describe(obs, statistic, combination, difference)
+    details = _describe(obs, statistic, combination, difference, reference_fit)
     if combine == "rank":
         log_ps = stats.rank_log_p(true_value, controls)
         combined = stats.fisher_log_sf(log_ps)
@@ -243,5 +262,5 @@ def verdict_from_observations(
         details["t"] = t.tolist()
         details["dof"] = dof
     scores = _class_scores(obs, log_ps, [z_of(lp) for lp in log_ps], values.T)
-    return _verdict(obs, test=f"blackbox-{combine}" + ("-did" if difference else ""), log_p=combined, scores=scores,
+    return _verdict(obs, test=f"blackbox-{combine}" + _suffix(difference, reference_fit), log_p=combined, scores=scores,
                     alpha=alpha, model_id=model_id, details=details)

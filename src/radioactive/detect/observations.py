@@ -8,6 +8,8 @@ collection serves every statistic and combination.
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 import warnings
 from collections.abc import Callable, Sequence
@@ -18,9 +20,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._progress import Progress
 from ..errors import ConfigError, DatasetError, EndpointError
 from ..key import Key
 from ..marker import Marker
+from .matched import DEFAULT_RIDGE, matched_residuals
 from .common import ClassMap, model_device, resize, resolve_class_map
 from .probes import Probes, cross_targets, marked_versions
 from .settings import OUTPUTS, PROBE_MODES, STATISTICS, check_choice
@@ -39,6 +43,8 @@ __all__ = [
 
 Predict = Callable[[torch.Tensor], Any]
 
+log = logging.getLogger(__name__)
+
 
 def model_predictor(model: nn.Module, *, input_size: tuple[int, int] | None = None,
                     device: torch.device | str | None = None) -> Predict:
@@ -53,8 +59,10 @@ def model_predictor(model: nn.Module, *, input_size: tuple[int, int] | None = No
     return predict
 
 
-def output_scores(predict: Predict, images_u8: torch.Tensor, batch_size: int, output: str) -> tuple[np.ndarray, str]:
-    """Run ``predict`` on ``(N, c, H, W)`` uint8 images (as float [0, 1]) in batches.
+def output_scores(predict: Predict, images_u8: torch.Tensor, batch_size: int, output: str, *,
+                  progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, str]:
+    """Run ``predict`` on ``(N, c, H, W)`` uint8 images (as float [0, 1]) in batches (``progress`` is called
+    with the number of images answered after each batch).
 
     Returns:
         ``(values, kind)``: log-probabilities ``(N, classes)`` (kind ``logits`` or ``probs``) or predicted
@@ -75,6 +83,8 @@ def output_scores(predict: Predict, images_u8: torch.Tensor, batch_size: int, ou
         if not np.all(np.isfinite(arr)):
             raise EndpointError("the model returned NaN or infinite scores")
         chunks.append(arr)
+        if progress is not None:
+            progress(batch.shape[0])
     arr = np.concatenate(chunks)
     kind = output
     if kind == "auto":
@@ -269,18 +279,22 @@ def collect(
     reference_rows: list[dict[str, list[np.ndarray]]] = [{} for _ in references]
     pairs = None
     kind = output
-    for _, images in marked_versions(marker, key, probes, num_controls=num_controls, config=config, seed=seed,
-                                     cache_dir=cache_dir, batch_size=mark_batch_size, targets=aims):
-        for position, (target, rows) in enumerate(((predict, suspect_rows), *zip(references, reference_rows))):
-            values, got_kind = output_scores(target, images, batch_size, "auto" if position else output)
-            if position == 0:  # the suspect
-                kind = got_kind
-                if pairs is None:
-                    pairs, counts, targets, keep = _tested_classes(labels, key, values, got_kind, class_map)
-            per_image = per_image_statistics(values, got_kind, targets)
-            for name, vals in per_image.items():
-                means = np.array([vals[labels == k].mean() for k, _ in pairs])
-                rows.setdefault(name, []).append(means)
+    queries = _announce_queries(predict, len(references), num_controls + 1, len(labels), batch_size)
+    versions = marked_versions(marker, key, probes, num_controls=num_controls, config=config, seed=seed,
+                               cache_dir=cache_dir, batch_size=mark_batch_size, targets=aims)
+    with queries:
+        for _, images in versions:
+            for position, (target, rows) in enumerate(((predict, suspect_rows), *zip(references, reference_rows))):
+                values, got_kind = output_scores(target, images, batch_size, "auto" if position else output,
+                                                 progress=queries.update)
+                if position == 0:  # the suspect
+                    kind = got_kind
+                    if pairs is None:
+                        pairs, counts, targets, keep = _tested_classes(labels, key, values, got_kind, class_map)
+                per_image = per_image_statistics(values, got_kind, targets)
+                for name, vals in per_image.items():
+                    means = np.array([vals[labels == k].mean() for k, _ in pairs])
+                    rows.setdefault(name, []).append(means)
     return Observations(
         pairs=tuple(pairs),
         counts=counts,
@@ -294,9 +308,28 @@ def collect(
     )
 
 
-def statistic_values(obs: Observations, statistic: str, difference: bool | None) -> tuple[bool, np.ndarray]:
+def _announce_queries(predict: Predict, references: int, versions: int, count: int, batch_size: int) -> Progress:
+    """Say (INFO) how many images the suspect (an endpoint: how many requests) and the references will be asked
+    about, and return the progress of those queries."""
+    from ..endpoint import Endpoint
+
+    per_version = count * (1 + references)
+    what = "the suspect" + (f" and {references} reference model{'s' if references > 1 else ''}" if references else "")
+    if isinstance(predict, Endpoint):
+        batches = [min(batch_size, count - start) for start in range(0, count, batch_size)]
+        requests = versions * sum(math.ceil(size / predict.batch_size) for size in batches)
+        what += f" (the suspect: {requests} requests to {predict.url})"
+    log.info("querying %s on %d versions x %d probe images (%d images), as each version is marked", what, versions,
+             count, versions * per_version)
+    return Progress(log, versions * per_version, "queries", "img")
+
+
+def statistic_values(obs: Observations, statistic: str, difference: bool | None, *, reference_fit: str = "mean",
+                     ridge: float = DEFAULT_RIDGE) -> tuple[bool, np.ndarray]:
     """The per-class statistic of every version, ``(K + 1, C')`` (row 0: the true carriers), minus the
-    reference models' mean when ``difference`` (default: whenever a reference was recorded)."""
+    reference models' response when ``difference`` (default: whenever a reference was recorded): their mean
+    (``reference_fit="mean"``), or the suspect's leave-one-out prediction from every reference
+    (``matched`` / ``matched-class``: :func:`radioactive.detect.matched.matched_residuals`)."""
     if statistic not in obs.suspect:
         raise ConfigError(f"the model returns labels only; the statistic must be 'label', not {statistic!r}")
     difference = obs.reference is not None if difference is None else difference
@@ -306,5 +339,9 @@ def statistic_values(obs: Observations, statistic: str, difference: bool | None)
             raise ConfigError("difference in differences needs a reference model")
         if statistic not in obs.reference:
             raise ConfigError(f"a reference model returns labels only; the statistic must be 'label', not {statistic!r}")
-        values = values - obs.reference[statistic]
+        if reference_fit == "mean":
+            values = values - obs.reference[statistic]
+        else:
+            bank = np.stack([r[statistic] for r in obs.references])
+            values = matched_residuals(values, bank, fit=reference_fit, ridge=ridge)
     return difference, values

@@ -18,10 +18,11 @@ import torch
 
 from ..errors import ConfigError
 from ..mark import MarkConfig
+from .matched import REFERENCE_FITS
 from .verdict import DEFAULT_ALPHA
 
 __all__ = ["WhiteboxSettings", "BlackboxSettings", "ALIGNMENTS", "STATISTICS", "COMBINATIONS", "OUTPUTS",
-           "PROBE_MODES"]
+           "PROBE_MODES", "REFERENCE_FITS"]
 
 ALIGNMENTS = ("auto", "lstsq", "identity")
 STATISTICS = ("margin", "prob", "loss", "label")
@@ -156,9 +157,13 @@ class BlackboxSettings(_Shared):
         num_controls: K, the number of control carrier sets (the rank test's resolution is 1 / (K + 1)).
         statistic: ``margin`` (true-class log-probability minus the best other), ``prob``, ``loss`` (minus
             the cross-entropy) or ``label`` (accuracy of predicted labels).
-        combine: ``rank`` (exact rank p-value per class, Fisher across classes), ``t`` (control t statistics,
-            Stouffer; needs K >= 3) or ``perm`` (exact stratified permutation test of the summed standardised
-            values); see :func:`radioactive.detect.combine.verdict_from_observations`.
+        combine: ``perm`` (default: exact stratified permutation test of the summed standardised values, the
+            strongest exact combination measured), ``rank`` (exact rank p-value per class, Fisher across
+            classes) or ``t`` (control t statistics, Stouffer; needs K >= 3); see
+            :func:`radioactive.detect.combine.verdict_from_observations`.
+        reference_fit: how reference models enter (difference in differences): ``mean`` (subtract their mean
+            response) or ``matched`` / ``matched-class`` (subtract the suspect's leave-one-out prediction from
+            every reference of a bank; exact, see :mod:`radioactive.detect.matched`).
         mark: the :class:`radioactive.MarkConfig` the probes are marked with (for published probes: the
             settings the published images were marked with, as recorded in their ``mark.json``).
         seed: marking seed, the same for every version (for published probes: the seed they were marked with).
@@ -187,7 +192,8 @@ class BlackboxSettings(_Shared):
 
     num_controls: int = 9
     statistic: str = "margin"
-    combine: str = "rank"
+    combine: str = "perm"
+    reference_fit: str = "mean"
     mark: MarkConfig = field(default_factory=MarkConfig)
     seed: int = 0
     mark_origin: str | None = None
@@ -208,6 +214,7 @@ class BlackboxSettings(_Shared):
                               f"{type(self.data_mark).__name__}")
         check_choice("statistic", self.statistic, STATISTICS)
         check_choice("combination", self.combine, COMBINATIONS)
+        check_choice("reference fit", self.reference_fit, REFERENCE_FITS)
         check_choice("output kind", self.output, OUTPUTS)
         if self.combine == "t" and self.num_controls < 3:
             raise ConfigError(f"the t combination needs at least 3 control sets, got num_controls={self.num_controls}; "
@@ -238,5 +245,6 @@ class BlackboxSettings(_Shared):
             **self._shared_dict(),
             # Added later: left out at their defaults so earlier records read the same.
             **({"probe_mode": self.probe_mode} if self.probe_mode != "same" else {}),
+            **({"reference_fit": self.reference_fit} if self.reference_fit != "mean" else {}),
             **({"data_mark": self.data_mark.to_dict()} if self.data_mark is not None else {}),
         }
