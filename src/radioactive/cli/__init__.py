@@ -22,7 +22,7 @@ from ..errors import RadioactiveError
 __all__ = ["main", "build_parser", "EXIT_USAGE", "EXIT_BUG", "EXIT_INTERRUPTED"]
 
 # Subcommand modules, in the order --help lists them.
-COMMANDS = ("train_marker", "keygen", "mark", "detect", "train", "experiment", "demo", "plan")
+COMMANDS = ("train_marker", "keygen", "mark", "detect", "train", "references", "experiment", "demo", "plan")
 
 EXIT_USAGE = 2  # bad arguments or input: the user can fix it (as argparse, whose usage errors exit 2)
 EXIT_BUG = 1  # an exception radioactive did not expect

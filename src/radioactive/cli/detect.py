@@ -6,11 +6,12 @@ import argparse
 import logging
 import math
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..detect.settings import ALIGNMENTS, COMBINATIONS, OUTPUTS, STATISTICS
+from ..detect.settings import ALIGNMENTS, COMBINATIONS, OUTPUTS, REFERENCE_FITS, STATISTICS
 from ..detect.verdict import DEFAULT_ALPHA
 from ..errors import ConfigError, DatasetError, ModelLoadError
 from ._marking_args import add_marking_args, probe_marking
@@ -82,12 +83,18 @@ def add_parser(subparsers: Any) -> None:
     black.add_argument("--probes-per-class", type=int, default=100)
     black.add_argument("--controls", type=int, default=20, help="K control carrier sets")
     black.add_argument("--statistic", default="margin", choices=STATISTICS)
-    black.add_argument("--combine", default="rank", choices=COMBINATIONS,
-                       help="rank: exact rank p-values + Fisher; t: control t statistics + Stouffer; perm: exact "
-                            "stratified permutation test of the summed standardised statistics")
-    black.add_argument("--reference-model", action="append", default=None, metavar="FILE",
-                       help="clean model trained by the auditor (difference in differences); repeat it for several: "
-                            "their mean response is subtracted (each must be independent of the key)")
+    black.add_argument("--combine", default="perm", choices=COMBINATIONS,
+                       help="perm (default; the strongest exact test measured): exact stratified permutation test of "
+                            "the summed standardised statistics; rank: exact rank p-values + Fisher; t: control t "
+                            "statistics + Stouffer")
+    black.add_argument("--reference-model", action="append", default=None, metavar="FILE_OR_BANK",
+                       help="clean model trained by the auditor (difference in differences), or a bank folder made "
+                            "by 'radioactive references' (every model in it); repeat it for several (each must be "
+                            "independent of the key)")
+    black.add_argument("--reference-fit", default="mean", choices=REFERENCE_FITS,
+                       help="how the references enter: mean (subtract their mean response, default) or matched / "
+                            "matched-class (subtract the suspect's leave-one-out prediction from every reference; "
+                            "exact)")
     black.add_argument("--reference-arch", action="append", default=None, metavar="ARCH",
                        help="architecture of --reference-model weights: once for all of them, or once per "
                             "--reference-model, in the same order (names as --arch, your module:callable included)")
@@ -148,6 +155,19 @@ def _reference_archs(args: argparse.Namespace) -> list[str | None]:
     return list(archs) if len(archs) > 1 else [archs[0] if archs else None] * len(models)
 
 
+def _reference_files(given: list[str], archs: list[str | None]) -> list[tuple[str, str | None]]:
+    """Each --reference-model as (file, arch): a bank folder stands for every checkpoint in it."""
+    from ..train.bank import bank_paths
+
+    out = []
+    for path, arch in zip(given, archs):
+        if Path(path).is_dir():
+            out += [(str(member), arch) for member in bank_paths(path)]
+        else:
+            out.append((path, arch))
+    return out
+
+
 def _blackbox(args: argparse.Namespace, key: Any, marker: Any, device: torch.device, class_map: Any):
     from ..detect import BlackboxSettings, blackbox
     from ..detect.observations import model_predictor
@@ -155,7 +175,8 @@ def _blackbox(args: argparse.Namespace, key: Any, marker: Any, device: torch.dev
 
     marking = probe_marking(args, key)
     settings = BlackboxSettings(  # checked before any model or image is loaded
-        num_controls=args.controls, statistic=args.statistic, combine=args.combine, mark=marking.config,
+        num_controls=args.controls, statistic=args.statistic, combine=args.combine,
+        reference_fit=args.reference_fit, mark=marking.config,
         seed=marking.seed, mark_origin=marking.origin, data_mark=marking.data_config, probe_mode=args.probe_mode,
         class_map=class_map, output=args.output, alpha=args.alpha, batch_size=args.batch_size,
         cache_dir=args.cache_dir or None, null_trials=args.null_trials, null_seed=args.null_seed,
@@ -177,7 +198,7 @@ def _blackbox(args: argparse.Namespace, key: Any, marker: Any, device: torch.dev
     else:
         raise ConfigError("the black-box test needs --endpoint URL or --model FILE")
     reference = [model_predictor(_load_model(path, arch, num_classes, device, marker), input_size=size, device=device)
-                 for path, arch in zip(args.reference_model or [], reference_archs)]
+                 for path, arch in _reference_files(args.reference_model or [], reference_archs)]
     return blackbox(predict, key, _probes(args, key), marker=marker, settings=replace(settings, model_id=model_id),
                     reference=reference)
 

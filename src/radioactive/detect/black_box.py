@@ -25,6 +25,7 @@ from ..key import Key
 from ..mark import MarkConfig
 from ..marker import Marker
 from .combine import verdict_from_observations
+from .observations import reference_predictors
 from .null import with_null_trials
 from .observations import Predict, collect
 from .probes import Probes
@@ -38,6 +39,12 @@ DEFAULTS_WARNING = (
     "may differ from how the data was marked; the test loses power when they do: give the marking run's "
     "settings (command line: --marked-with OUT/mark.json)"
 )
+
+
+# Said in every black-box verdict without reference models: the lever that matters most, and how to get it.
+REFERENCES_HINT = ("no reference model: clean reference models trained on your originals remove most of the "
+                   "carriers' intrinsic response and strengthen this test (still exact); make a bank with "
+                   "'radioactive references --data ORIGINALS --out refs/' and pass '--reference-model refs/'")
 
 
 def marking_details(settings: BlackboxSettings, probes: Probes) -> dict[str, Any]:
@@ -121,5 +128,8 @@ def blackbox(
                                          reference_fit=settings.reference_fit)
 
     verdict = observe(key)
-    verdict = replace(verdict, details={**verdict.details, "marking": marking_details(settings, probes)})
+    details = {**verdict.details, "marking": marking_details(settings, probes)}
+    if not reference_predictors(reference):
+        details["references_hint"] = REFERENCES_HINT
+    verdict = replace(verdict, details=details)
     return with_null_trials(verdict, key, settings.null_trials, settings.null_seed, lambda k: observe(k).log10_p)

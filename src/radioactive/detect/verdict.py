@@ -198,6 +198,8 @@ class Verdict:
             lines.append(f"reference   {alone['references']} model(s) alone vs controls: log10 p {alone['log10_p_upper']:.2f} "
                          f"(likes the true set), {alone['log10_p_lower']:.2f} (dislikes it)"
                          + (f"; EXTREME: {alone['note']}" if alone["extreme"] else ""))
+        if self.details.get("references_hint"):
+            lines.append(f"hint        {self.details['references_hint']}")
         lines.append(f"evidence    {evidence_words(self.log10_p)}")
         verdict = "DETECTED" if self.detected else "not detected"
         lines.append(f"decision    {verdict} at alpha = {self.alpha:g}")
