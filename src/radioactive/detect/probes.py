@@ -11,9 +11,10 @@ import hashlib
 import json
 import logging
 import os
+import time
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 
 from .._io import atomic_write
+from .._progress import Progress, duration
 from ..errors import ConfigError, DatasetError
 from ..key import Key
 from ..marker import Marker
@@ -175,6 +177,10 @@ def marked_versions(
 
     ``targets`` ``(N,)``: the class whose carrier each probe moves along (default: its label), the same in
     every version (e.g. :func:`cross_targets`); fresh probes only.
+
+    Progress goes to this module's logger at INFO: before any marking, how many probe images and carrier sets
+    are to be marked, an estimate of the time (timed on a few images first) and where the result is cached;
+    then a progress bar on a terminal (else a line now and then), and the time it took.
     """
     from ..mark import MarkConfig, image_seeds, mark
 
@@ -194,6 +200,14 @@ def marked_versions(
     seeds = image_seeds(seed, probes.seed_ids())
     per_call = max(1, max_images_per_call // max(count, 1))
 
+    def path_of(index: int) -> Path | None:
+        return folder / f"{key.fingerprint}-{probe_fp}-{config_fp}-{index}.safetensors" if folder else None
+
+    first = 1 if probes.published is not None else 0
+    to_mark = [j for j in range(first, num_controls + 1) if path_of(j) is None or not path_of(j).is_file()]
+    progress = _announce(marker, key, probes, config, seed, batch_size, targets, to_mark, num_controls + 1 - first,
+                         folder)
+
     def flush(group: list[int]):
         if not group:
             return
@@ -202,7 +216,8 @@ def marked_versions(
         aims = None if targets is None else torch.cat([targets + position * key.num_classes
                                                        for position in range(len(group))])
         result = mark(marker, probes.images.repeat(len(group), 1, 1, 1), labels, carriers, config,
-                      seed=seeds * len(group), batch_size=batch_size, targets=aims)
+                      seed=seeds * len(group), batch_size=batch_size, targets=aims,
+                      progress=progress.update if progress is not None else None)
         marked = (result.images.detach().cpu() * 255).round().clamp(0, 255).to(torch.uint8)
         for position, j in enumerate(group):
             images = marked[position * count : (position + 1) * count]
@@ -213,20 +228,67 @@ def marked_versions(
         group.clear()
 
     pending: list[int] = []
-    for index in range(num_controls + 1):
-        if index == 0 and probes.published is not None:
-            yield 0, probes.published
-            continue
-        path = folder / f"{key.fingerprint}-{probe_fp}-{config_fp}-{index}.safetensors" if folder else None
-        images = _read_cache(path, probes, key, config_fp, index) if path is not None else None
-        if images is not None:
-            yield from flush(pending)
-            yield index, images
-        else:
-            pending.append(index)
-            if len(pending) >= per_call:
+    try:
+        for index in range(num_controls + 1):
+            if index == 0 and probes.published is not None:
+                yield 0, probes.published
+                continue
+            path = path_of(index)
+            images = _read_cache(path, probes, key, config_fp, index) if path is not None else None
+            if images is not None:
                 yield from flush(pending)
-    yield from flush(pending)
+                yield index, images
+            else:
+                pending.append(index)
+                if len(pending) >= per_call:
+                    yield from flush(pending)
+        yield from flush(pending)
+    finally:
+        if progress is not None:
+            progress.close()
+            if progress.done:
+                log.info("marked %d probe images in %s", progress.done, duration(time.monotonic() - progress.start))
+
+
+def _announce(marker: Marker, key: Key, probes: Probes, config: Any, seed: int, batch_size: int | None,
+              targets: torch.Tensor | None, to_mark: list[int], versions: int, folder: Path | None) -> Progress | None:
+    """Say what :func:`marked_versions` is about to do (INFO) and return the progress of its marking (None
+    when nothing is to be marked)."""
+    count = len(probes)
+    where = f"cached in {folder} for the next audit" if folder is not None else "not cached (no cache folder)"
+    if not to_mark:
+        if folder is not None:
+            log.info("the %d marked versions of the %d probe images are read from the cache in %s", versions, count,
+                     folder)
+        return None
+    total = count * len(to_mark)
+    if log.isEnabledFor(logging.INFO):
+        estimate = _estimate_seconds(marker, key, probes, config, seed, batch_size, targets, total)
+        cached = f", {versions - len(to_mark)} of {versions} sets read from the cache" if len(to_mark) < versions else ""
+        log.info("marking %d probe images x %d carrier sets (%d images, %d steps each; about %s)%s; %s", count,
+                 len(to_mark), total, config.steps, duration(estimate), cached, where)
+    return Progress(log, total, "marking probes", "img")
+
+
+def _estimate_seconds(marker: Marker, key: Key, probes: Probes, config: Any, seed: int, batch_size: int | None,
+                      targets: torch.Tensor | None, total: int) -> float:
+    """Seconds to mark ``total`` probe images, from two timed markings (1 and 3 steps) of a few of them: a
+    fixed cost per image plus a cost per step, measured with the batch the work will use (at most 64 images)."""
+    from ..mark import choose_batch_size, image_seeds, mark
+
+    if config.steps == 0 or config.epsilon == 0:
+        return 0.0
+    size = min(len(probes), 64, batch_size or choose_batch_size(marker, probes.images.shape[1:], config))
+    aims = None if targets is None else targets[:size]
+    timings = []
+    for steps in (1, 3):
+        start = time.perf_counter()
+        mark(marker, probes.images[:size], probes.labels[:size], key.carriers, replace(config, steps=steps),
+             seed=image_seeds(seed, range(size)), batch_size=size, targets=aims)
+        timings.append(time.perf_counter() - start)
+    per_step = max(0.0, (timings[1] - timings[0]) / 2) / size
+    fixed = max(0.0, timings[0] / size - per_step)
+    return total * (fixed + config.steps * per_step)
 
 
 def _write_cache(path: Path, images: torch.Tensor, probe_fp: str, key: Key, config_fp: str, index: int) -> None:

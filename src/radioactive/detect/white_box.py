@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from .. import stats
+from .._progress import Progress
 from ..errors import ConfigError, DatasetError, HeadResolutionError
 from ..key import Key
 from ..marker import Marker
@@ -157,6 +158,10 @@ def _features(
     marker_feats, suspect_feats = [], []
     split = None
     device = model_device(model)
+    total = _reference_count(reference)
+    log.info("reference alignment: features of %s clean reference images through the marker and the suspect",
+             "the" if total is None else total)
+    progress = Progress(log, total, "reference features", "img")
     # Features stay on a shared accelerator (no host round trip per batch); otherwise on the host, as before.
     keep = device if device == marker.device and device.type != "cpu" else torch.device("cpu")
     was_training = model.training
@@ -174,11 +179,27 @@ def _features(
                     stack.enter_context(_channels_last(model, to_suspect[:8]))
                 marker_feats.append(marker.features(to_marker).to(keep, torch.float64))
                 suspect_feats.append(split.features(to_suspect).to(keep, torch.float64))
+                progress.update(len(batch))
     finally:
+        progress.close()
         model.train(was_training)
     if split is None:
         raise DatasetError("the reference set is empty; the white-box test needs clean held-out images")
     return torch.cat(marker_feats), torch.cat(suspect_feats), split
+
+
+def _reference_count(reference: Any) -> int | None:
+    """How many images :func:`iter_batches` will yield from ``reference`` (None: not known in advance)."""
+    if isinstance(reference, tuple | list) and reference and isinstance(reference[0], torch.Tensor) \
+            and reference[0].dim() == 4:
+        reference = reference[0]
+    if isinstance(reference, torch.Tensor):
+        return int(reference.shape[0])
+    dataset = getattr(reference, "dataset", None)  # a DataLoader
+    try:
+        return len(dataset) if dataset is not None else None
+    except TypeError:
+        return None
 
 
 def prepare(
