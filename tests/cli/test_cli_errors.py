@@ -144,6 +144,11 @@ CASES = [
     ("detect", [*BLACK, "--probes", REF, "--probes-per-class", "0"], "per class"),
     ("detect", [*BLACK, "--reference-model", "{root}/junk.pt", "--probes", REF], "junk.pt"),
     ("detect", ["--model", MARKER], "--key"),
+    # references
+    ("references", ["--data", REF, "--out", "{fresh}/bank", "--epochs", "0"], "--epochs"),
+    ("references", ["--data", REF, "--out", "{fresh}/bank", "--members", "vgg"], "vgg"),
+    ("references", ["--data", "{root}/nowhere", "--out", "{fresh}/bank"], "nowhere"),
+    ("references", ["--out", "{fresh}/bank"], "--data"),
     # train
     ("train", ["--data", REF, "--out", "{fresh}/model.pt"], "model.pt"),
     ("train", ["--data", "{root}/nowhere", "--out", "{fresh}/m.safetensors"], "nowhere"),

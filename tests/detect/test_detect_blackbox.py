@@ -98,15 +98,15 @@ def test_signal_is_detected_when_model_prefers_true_version(marker, probes):
     key = Key.generate(marker.info, seed=4)
     predict = _carrier_reader(marker, key, probes)
     config = MarkConfig(steps=5, eval_draws=0, augment=())
-    verdict = blackbox(predict, key, probes, marker=marker, settings=BlackboxSettings(mark=config))
+    verdict = blackbox(predict, key, probes, marker=marker, settings=BlackboxSettings(mark=config, combine="rank"))
     assert all(c.log10_p == pytest.approx(-1.0) for c in verdict.classes)  # ranked first among 10
     best = stats.fisher_log_sf(np.full(4, math.log(0.1))) / math.log(10)
     assert verdict.log10_p == pytest.approx(best)
     assert verdict.details["best_possible_log10_p"] == pytest.approx(best)
     t_verdict = blackbox(predict, key, probes, marker=marker, settings=BlackboxSettings(mark=config, combine="t"))
     assert t_verdict.log10_p < verdict.log10_p
-    perm = blackbox(predict, key, probes, marker=marker, settings=BlackboxSettings(mark=config, combine="perm"))
-    assert perm.test == "blackbox-perm" and perm.log10_p < verdict.log10_p
+    perm = blackbox(predict, key, probes, marker=marker, settings=BlackboxSettings(mark=config))
+    assert perm.test == "blackbox-perm" and perm.log10_p < verdict.log10_p  # perm is the default combination
 
 
 def test_cache_is_owner_only_and_reused(marker, probes, clean_model, tmp_path, monkeypatch):
