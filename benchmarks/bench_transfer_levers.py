@@ -18,7 +18,7 @@ per suspect in ``OUT/power/`` (resumable), and the table ``OUT/power.json``.
 
 Calibration (``calibration``): ``--keys`` random keys (never the suite's) against the open suite's clean suspects
 (fraction 0, so H0 holds: third-party models the project did not train), ``--probes-per-class`` probes and
-``--controls`` K, every lever, FPR at 0.01 / 0.05 / 0.1 against its binomial 99 % upper bound and the KS p.
+``--controls`` K, probes marked with the settings users get (``MarkConfig()``), every lever, FPR at 0.01 / 0.05 / 0.1 against its binomial 99 % upper bound and the KS p.
 
     flock /tmp/radioactive-heavy.lock .venv/bin/python benchmarks/bench_transfer_levers.py power \\
         --bank runs/bank-fmnist --pairs preact_resnet-adamw convmixer-mixup_ema --seeds 0 1 2 \\
@@ -171,7 +171,9 @@ def calibration(args: argparse.Namespace) -> None:
     probes = calib.balanced_probes(test_images, test_labels, args.probes_per_class)
     from radioactive.mark import MarkConfig
 
-    mark = MarkConfig(**{**suite.mark_config.to_dict(), **({"steps": args.mark_steps} if args.mark_steps else {})})
+    # The marking settings users get (MarkConfig's defaults), unless --mark suite (the suite's data marking).
+    base = suite.mark_config.to_dict() if args.mark == "suite" else MarkConfig().to_dict()
+    mark = MarkConfig(**{**base, **({"steps": args.mark_steps} if args.mark_steps else {})})
     log10_ps: dict[str, dict[str, list[float]]] = {name: {} for name in suspects}
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="radioactive-levers-") as cache:
@@ -215,7 +217,9 @@ def main(argv: list[str] | None = None) -> None:
     calibration_parser.add_argument("--suspect-seed", type=int, default=0)
     calibration_parser.add_argument("--probes-per-class", type=int, default=10)
     calibration_parser.add_argument("--controls", type=int, default=9)
-    calibration_parser.add_argument("--mark-steps", type=int, default=0, help="0: the suite's marking steps")
+    calibration_parser.add_argument("--mark", choices=["defaults", "suite"], default="defaults",
+                                    help="probes marked with MarkConfig's defaults (what users get) or the suite's")
+    calibration_parser.add_argument("--mark-steps", type=int, default=0, help="override the marking steps")
     args = parser.parse_args(argv)
     torch.set_num_threads(max(torch.get_num_threads(), 1))
     (power if args.what == "power" else calibration)(args)
