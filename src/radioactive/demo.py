@@ -22,6 +22,7 @@ import torch
 from ._io import atomic_write, atomic_write_bytes, atomic_write_json
 from .demo_defaults import DEMO_DEFAULTS  # the design notes are there
 from .detect.verdict import evidence_level, evidence_scale
+from .errors import ConfigError
 from .experiment import Context, ExperimentConfig, RunSpec, config_from_dict, run_one
 from .experiment.context import Splits
 from .experiment.identity import derive_seed
@@ -62,7 +63,13 @@ def demo_config(
     training recipe's (``bfloat16``: mixed precision) and ``mark_precision`` the marking network's
     (:class:`radioactive.MarkConfig`); float32 and fp32 leave the configuration as it was before they existed. The
     defaults (``radioactive.demo_defaults``) are timed and checked on seeds 0-2 in
-    ``benchmarks/results/demo_fresh.json`` and ``demo_seeds.json``."""
+    ``benchmarks/results/demo_fresh.json`` and ``demo_seeds.json``.
+
+    Raises:
+        ConfigError: ``epochs`` below 1 (the suspect would learn nothing, so there would be nothing to detect).
+    """
+    if not isinstance(epochs, int) or epochs < 1:
+        raise ConfigError(f"epochs must be at least 1 (the demo's suspect learns from the marked data), got {epochs!r}")
     detect: dict[str, Any] = {
         "tests": ["blackbox", "whitebox"], "statistic": "margin", "combine": "perm",
         "blackbox_variants": ["loss:perm"], "reference_images": reference_images, "probes": probes,
@@ -303,6 +310,10 @@ def run_demo(
     start = time.perf_counter()
     config = config or demo_config()
     check_architectures(config)  # a misspelt --arch must fail now, not after minutes of marking
+    epochs = config.recipe(config.models[0]).epochs
+    if epochs < 1:
+        raise ConfigError(f"train.epochs must be at least 1 (the demo's suspect learns from the marked data), got "
+                          f"{epochs}; set --epochs or the configuration's train.epochs")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     say = progress or (lambda _line: None)
