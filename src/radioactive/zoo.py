@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from .errors import ConfigError, KeyMismatchError, ModelLoadError
-from .nets import NetSpec, load_state_dict_file, save_checkpoint, state_dict_sha256
+from .nets import ARCHITECTURES, NetSpec, load_state_dict_file, save_checkpoint, state_dict_sha256
 from .train import TrainRecipe, TrainResult, dataset_fingerprint, evaluate, fit
 
 if TYPE_CHECKING:
@@ -93,6 +93,27 @@ def shipped_model(name: str) -> Path | None:
     return _package_file("references", name)
 
 
+# Reference banks shipped with the package (``radioactive references`` run on the data set's clean owner split):
+# ``--reference-model NAME`` takes one by name.
+SHIPPED_BANKS = {"fashion-mnist": "bank-fashion-mnist"}
+
+
+def shipped_bank(name: str) -> Path:
+    """The folder of the reference bank shipped for data set ``name`` (``radioactive/references/bank-NAME``).
+
+    Raises:
+        ConfigError: no bank is shipped under that name.
+    """
+    folder = SHIPPED_BANKS.get(name)
+    root = resources.files("radioactive").joinpath("references")
+    if folder is None or not root.joinpath(folder).is_dir():
+        raise ConfigError(f"no reference bank is shipped for {name!r}; shipped: {sorted(SHIPPED_BANKS)}; make "
+                          "one with 'radioactive references --data ORIGINALS --out refs/'")
+    paths = [_package_file(f"references/{folder}", entry.name) for entry in root.joinpath(folder).iterdir()
+             if entry.name.endswith((".safetensors", ".json"))]
+    return paths[0].parent
+
+
 def _checkpoint_sha256(path: Path) -> str:
     """The weights hash a checkpoint's header records (computed from the weights when it records none)."""
     state, metadata = load_state_dict_file(path)
@@ -151,9 +172,14 @@ def train_fmnist_marker(
 
     The checkpoint's ``extra`` records the recipe, seed, dataset fingerprint, held-out (``val_accuracy``)
     and test accuracy.
+
+    Raises:
+        ConfigError: ``arch`` is not a built-in architecture (checked before any data is read).
     """
     from .fmnist import fashion_mnist_splits
 
+    if arch not in ARCHITECTURES:
+        raise ConfigError(f"unknown architecture {arch!r} for the marking network; choose from {sorted(ARCHITECTURES)}")
     splits = fashion_mnist_splits()
     spec = replace(FMNIST_SPEC, arch=arch)
     train_images, train_labels = splits["owner"]

@@ -34,8 +34,11 @@ def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
     from pathlib import Path
 
+    from ..nets import ARCHITECTURES
     from ..zoo import MARKER_RECIPE, resolve_device, train_fmnist_marker
 
+    if args.arch not in ARCHITECTURES:  # before any image is read
+        raise ConfigError(f"--arch {args.arch!r} is not a built-in architecture; choose from {sorted(ARCHITECTURES)}")
     out = Path(args.out)
     if out.suffix != ".safetensors":
         raise ConfigError(f"--out must end in .safetensors, got {str(out)!r}")
