@@ -226,3 +226,18 @@ def test_leave_one_out_does_not_see_the_left_out_cell(grid, tmp_path):
     assert dirty[key]["predicted"] == pytest.approx(clean[key]["predicted"], abs=1e-9)
     assert dirty[("strong", 0.05, "blackbox-margin-perm")]["predicted"] < \
         clean[("strong", 0.05, "blackbox-margin-perm")]["predicted"] - 1.0
+
+
+def test_cli_json_records_no_absolute_paths(grid, tmp_path, capsys, monkeypatch):
+    """The plan names its measured folders relative to the working directory (or by their name when outside it),
+    so the JSON does not show the machine's layout."""
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(grid, tmp_path / "results" / "mine")
+    argv = ["plan", "--classes", "10", "--dim", "128", "--fraction", "0.05", "--json", "--draws", "30"]
+    assert main([*argv, "--from", str(tmp_path / "results" / "mine"), "--from", str(grid)]) == 0
+    text = capsys.readouterr().out
+    result = json.loads(text)
+    assert result["sources"] == sorted(["results/mine", grid.name])
+    assert str(tmp_path) not in text and str(grid.parent) not in text

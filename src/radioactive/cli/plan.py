@@ -78,11 +78,19 @@ def _sources(args: argparse.Namespace) -> list[Path]:
         return [Path(p) for p in args.pilot]
     for base in (Path.cwd(), Path(__file__).resolve().parents[3]):
         if (base / DEFAULT_SOURCE / "runs").is_dir():
-            found = (base / DEFAULT_SOURCE).resolve()
-            # Shown relative to the working directory where it lies below it (no machine's paths in the JSON).
-            return [found.relative_to(Path.cwd().resolve()) if found.is_relative_to(Path.cwd().resolve()) else found]
+            return [(base / DEFAULT_SOURCE).resolve()]
     raise ConfigError(f"no measured runs: {str(DEFAULT_SOURCE)!r} is not here; give --from DIR (an experiment "
                       "output folder) or --pilot OUT")
+
+
+def _shown(folder: Path) -> str:
+    """How the plan names a measured folder: relative to the working directory or to the repository where it lies
+    below one, else by its name (the JSON does not show the machine's layout)."""
+    found = folder.resolve()
+    for base in (Path.cwd().resolve(), Path(__file__).resolve().parents[3]):
+        if found.is_relative_to(base) and found != base:
+            return found.relative_to(base).as_posix()
+    return found.name or str(folder)
 
 
 def _p(value: float | None) -> str:
@@ -155,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
     budget = Budget(classes=args.classes, dim=args.dim, space=args.space, reference_images=args.reference_images,
                     probes_per_class=args.probes_per_class, published_per_class=args.published_per_class,
                     controls=args.controls, pairs=args.pairs)
-    observations = [obs for folder in _sources(args) for obs in load_observations(folder)]
+    observations = [obs for folder in _sources(args) for obs in load_observations(folder, name=_shown(folder))]
     result = plan(budget, args.fraction, observations, tests=args.tests, model=args.model, target=args.target,
                   draws=args.draws, seed=args.seed)
     print(json.dumps(result, indent=2, allow_nan=False) if args.json else format_plan(result))

@@ -140,8 +140,9 @@ def _marker_dim(verdicts: dict[str, Any]) -> int | None:
     return None
 
 
-def load_observations(folder: str | Path) -> list[Observation]:
-    """Every modelled verdict of every run recorded under ``folder/runs/*.json``.
+def load_observations(folder: str | Path, *, name: str | None = None) -> list[Observation]:
+    """Every modelled verdict of every run recorded under ``folder/runs/*.json``; ``name``: how the observations
+    (and so the plan) name the folder (default: the path as given).
 
     Raises:
         ConfigError: the folder has no run records, or none of them holds verdicts.
@@ -151,6 +152,7 @@ def load_observations(folder: str | Path) -> list[Observation]:
     if not paths:
         raise ConfigError(f"{str(folder)!r} holds no run records (runs/*.json); give an experiment output folder "
                           "('radioactive experiment CONFIG --out FOLDER') or the held-out suite's results folder")
+    source = str(folder) if name is None else name
     out: list[Observation] = []
     for path in paths:
         try:
@@ -162,9 +164,9 @@ def load_observations(folder: str | Path) -> list[Observation]:
         if "fraction" not in record:
             continue
         dim = _marker_dim(verdicts)
-        for name, verdict in verdicts.items():
+        for test, verdict in verdicts.items():
             if verdict and "log10_p" in verdict:
-                obs = observation_from_verdict(verdict, record=record, record_test=name, source=str(folder), dim=dim)
+                obs = observation_from_verdict(verdict, record=record, record_test=test, source=source, dim=dim)
                 if obs is not None:
                     out.append(obs)
     if not out:
