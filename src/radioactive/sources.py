@@ -218,13 +218,22 @@ def open_source(spec: str | os.PathLike, *, root: str | os.PathLike | None = Non
                        "or 'fashion-mnist[:owner|holdout|test]'")
 
 
-def _published_source(folder: Path) -> tuple[ImageSource, list[str]]:
+def _changed(row: dict) -> bool:
+    """Whether a manifest row's image was marked and changed by it: an image the marking left as it was (PSNR
+    infinite, recorded as None; or the same bytes as its source) is as clean as a copy."""
+    if not row.get("marked") or ("psnr" in row and row["psnr"] is None):
+        return False
+    return not row.get("source_sha256") or row.get("source_sha256") != row.get("output_sha256")
+
+
+def _published_source(folder: Path) -> tuple[ImageSource, list[str], dict[str, bool]]:
     """The outputs of a ``radioactive mark`` folder, listed through its manifest (rows of bad images skipped),
-    sorted by source id, and those source ids."""
+    sorted by source id, those source ids, and whether each (by source id) was marked and changed."""
     from .manifest import MANIFEST_NAME, read_manifest_rows
 
     root = folder.resolve()
     entries: dict[str, SourceItem] = {}
+    changed: dict[str, bool] = {}
     for number, row in enumerate(read_manifest_rows(root), 1):
         if row.get("bad") or row.get("error") or row.get("output") is None:
             continue
@@ -238,10 +247,11 @@ def _published_source(folder: Path) -> tuple[ImageSource, list[str]]:
                                 "the manifest was changed after marking, mark the data again")
         rel = safe_rel(str(row["output"]), where)
         entries[source] = SourceItem(rel=rel, label=label, path=root / rel)
+        changed[source] = _changed(row)
     ids = sorted(entries)
     items = [entries[source] for source in ids]
     top = max((item.label for item in items), default=-1)
-    return ImageSource(f"published:{root}", items, [str(i) for i in range(top + 1)], root=root), ids
+    return ImageSource(f"published:{root}", items, [str(i) for i in range(top + 1)], root=root), ids, changed
 
 
 @dataclass(frozen=True)
@@ -255,6 +265,8 @@ class LabelledImages:
             derive from it); for a published folder, the manifest's ``source`` ids.
         classes: class names (index -> name); ``"0"``, ``"1"``, ... for a published folder.
         marked: True for the output folder of ``radioactive mark`` (its images may be marked).
+        marked_flags: for such a folder, bool ``(N,)``: whether the manifest says the image was marked and the
+            marking changed it (the other images are unchanged copies); None for any other dataset.
     """
 
     images: torch.Tensor
@@ -262,6 +274,7 @@ class LabelledImages:
     ids: list[str]
     classes: list[str]
     marked: bool = False
+    marked_flags: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if not len(self.images) == len(self.labels) == len(self.ids):
@@ -314,7 +327,7 @@ def load_labelled(spec: str | os.PathLike, *, limit: int | None = None, size: in
             raise ConfigError(f"{name} must be {'1 or 3' if allowed else 'a positive integer'}, got {value!r}")
     text = str(spec)
     split = _fashion_mnist_split(text)
-    marked = False
+    marked, flags = False, None
     if split is not None:
         source = _fashion_mnist_source(split)
         items = sorted(source.items, key=lambda item: item.index)[:limit]
@@ -325,8 +338,9 @@ def load_labelled(spec: str | os.PathLike, *, limit: int | None = None, size: in
     else:
         folder = Path(text).expanduser()
         if folder.is_dir() and (folder / "manifest.jsonl").is_file():
-            source, ids = _published_source(folder)
+            source, ids, changed = _published_source(folder)
             marked = True
+            flags = torch.tensor([changed[i] for i in ids[:limit]], dtype=torch.bool)
         else:
             source = open_source(folder)
             ids = [item.rel for item in source.items]
@@ -343,4 +357,4 @@ def load_labelled(spec: str | os.PathLike, *, limit: int | None = None, size: in
                                    f"{first[1]}x{first[2]}; pass a size (--size) to resize every image")
         images = torch.stack(fitted)
     labels = torch.tensor([item.label for item in items], dtype=torch.int64)
-    return LabelledImages(images, labels, ids, list(source.classes), marked)
+    return LabelledImages(images, labels, ids, list(source.classes), marked, flags)

@@ -124,3 +124,33 @@ def test_load_labelled_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetError):
         load_labelled(str(tmp_path / "empty"))
+
+
+def test_a_published_folder_flags_only_the_images_its_marking_changed(tmp_path):
+    """A published folder is mostly unchanged copies: ``marked_flags`` holds, per image, whether the manifest says
+    it was marked and changed (an image marked with epsilon 0 is published unchanged)."""
+    import json
+
+    from helpers.tiny import save_tiny_marker, tiny_spec, write_class_tree
+
+    from radioactive.key import Key
+    from radioactive.mark import MarkConfig
+    from radioactive.marker import Marker
+    from radioactive.publish import mark_dataset
+    from radioactive.sources import load_labelled, open_source
+
+    spec = tiny_spec(3, 16)
+    marker = Marker.from_checkpoint(save_tiny_marker(tmp_path / "marker.safetensors", spec))
+    key = Key.generate(marker.info, seed=0)
+    src = write_class_tree(tmp_path / "src", per_class=4, seed=0)
+    for name, config in (("pub", MarkConfig(steps=2, eval_draws=0)), ("same", MarkConfig(epsilon=0.0, eval_draws=0))):
+        mark_dataset(open_source(src), tmp_path / name, marker=marker, key=key, fraction=0.4, config=config,
+                     progress=False)
+    rows = {row["source"]: row for row in map(json.loads, (tmp_path / "pub" / "manifest.jsonl").read_text().splitlines())}
+    published = load_labelled(tmp_path / "pub", size=16, channels=1)
+    assert published.marked and published.marked_flags.dtype == torch.bool
+    assert published.marked_flags.tolist() == [rows[i]["marked"] for i in published.ids]
+    assert 0 < int(published.marked_flags.sum()) < len(published)
+    unchanged = load_labelled(tmp_path / "same", size=16, channels=1)
+    assert unchanged.marked and not unchanged.marked_flags.any()  # selected, but not one pixel changed
+    assert load_labelled(src, size=16, channels=1).marked_flags is None

@@ -89,8 +89,8 @@ def add_parser(subparsers: Any) -> None:
                             "statistics + Stouffer")
     black.add_argument("--reference-model", action="append", default=None, metavar="FILE_OR_BANK",
                        help="clean model trained by the auditor (difference in differences), or a bank folder made "
-                            "by 'radioactive references' (every model in it); repeat it for several (each must be "
-                            "independent of the key)")
+                            "by 'radioactive references' (every model in it), or 'fashion-mnist' (the shipped bank); "
+                            "repeat it for several (each must be independent of the key)")
     black.add_argument("--reference-fit", default="mean", choices=REFERENCE_FITS,
                        help="how the references enter: mean (subtract their mean response, default) or matched / "
                             "matched-class (subtract the suspect's leave-one-out prediction from every reference; "
@@ -156,12 +156,16 @@ def _reference_archs(args: argparse.Namespace) -> list[str | None]:
 
 
 def _reference_files(given: list[str], archs: list[str | None]) -> list[tuple[str, str | None]]:
-    """Each --reference-model as (file, arch): a bank folder stands for every checkpoint in it."""
+    """Each --reference-model as (file, arch): a bank folder (or a shipped bank's name) stands for every
+    checkpoint in it."""
     from ..train.bank import bank_paths
+    from ..zoo import SHIPPED_BANKS, shipped_bank
 
     out = []
     for path, arch in zip(given, archs):
-        if Path(path).is_dir():
+        if path in SHIPPED_BANKS and not Path(path).exists():
+            out += [(str(member), arch) for member in bank_paths(shipped_bank(path))]
+        elif Path(path).is_dir():
             out += [(str(member), arch) for member in bank_paths(path)]
         else:
             out.append((path, arch))
@@ -217,7 +221,10 @@ def _whitebox_inputs(args: argparse.Namespace, key: Any, marker: Any, device: to
     )
     model = _load_model(args.model, args.arch, args.num_classes or key.num_classes, device, marker)
     reference = load_labelled(args.reference, limit=args.reference_limit)
-    marked = torch.full((len(reference),), reference.marked)
+    # Only the images the marking changed: a published folder is mostly unchanged copies.
+    marked = reference.marked_flags
+    if marked is None:
+        marked = torch.zeros(len(reference), dtype=torch.bool)
     return model, reference.images, settings, marked
 
 
