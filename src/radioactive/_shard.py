@@ -247,10 +247,12 @@ def mark_share(source: ImageSource, out: Path, batches: list[list[SourceItem]], 
                 labels = torch.tensor([item.label for item in kept])
                 if twins is None:
                     result = mark(marker, images, labels, key, config,
-                                  seed=image_seeds(seed, [item.rel for item in kept]), batch_size=len(kept))
+                                  seed=image_seeds(seed, [item.rel for item in kept]), batch_size=len(kept),
+                                  classes=source.classes)
                 else:
                     result = twins.mark_published(marker, images, labels, key, config,
-                                                  ids=[item.rel for item in kept], batch_size=len(kept))
+                                                  ids=[item.rel for item in kept], batch_size=len(kept),
+                                                  classes=source.classes)
                 marked_u8 = torch.round(result.images * 255).to(torch.uint8).cpu()
                 new = [(index, item) for index, item in enumerate(kept) if item.rel not in done]
                 targets = [safe_target(out, names[item.rel]) for _, item in new]

@@ -36,6 +36,7 @@ from ._optimise import Features, evaluate_shift, feature_function, finish, froze
 from .augment import Augmentation, AugmentParams
 from .errors import ConfigError, KeyMismatchError
 from .key import Key
+from .marker import adapt_channels, classifier_rows, marker_channels
 from .nets import state_dict_sha256
 
 __all__ = ["MarkConfig", "MarkResult", "mark", "psnr", "image_seeds", "marker_channels", "choose_batch_size"]
@@ -56,7 +57,8 @@ class MarkConfig:
             the image's class (``+ lambda_class <phi(A(x~)) - phi(x), w_y / ||w_y||>``): marked images become
             harder examples, which a trainer's loss weighs more, so it has more reason to use the carrier.
             The term does not depend on the carrier, so control-marked versions stay exchangeable. The class
-            is ``label mod C`` (C: the marker's classes; control sets are stacked blocks of C labels).
+            is ``label mod C`` (control sets stack blocks of C labels), matched to the marker's row by name
+            where :func:`mark` gets ``classes`` (:func:`radioactive.marker.classifier_rows`).
         augment: differentiable augmentations applied at each step, in order (see ``radioactive.augment``).
         augment_params: ranges of the random augmentations.
         round_every: round pixels to 8 bits every this many steps (0: only at the end).
@@ -175,21 +177,6 @@ def image_seeds(seed: int, ids: Sequence[str | int]) -> list[int]:
     return out
 
 
-def marker_channels(marker: Any) -> int:
-    spec = marker.spec
-    return spec.in_channels if spec.source == "builtin" else len(spec.mean)
-
-
-def _adapt_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
-    if x.shape[1] == channels:
-        return x
-    if x.shape[1] == 1:
-        return x.expand(-1, channels, -1, -1)
-    if channels == 1:
-        return x.mean(1, keepdim=True)
-    raise ConfigError(f"images have {x.shape[1]} channels but the marker takes {channels}")
-
-
 def _resolve_carriers(marker: Any, carriers: Key | torch.Tensor, weights_sha256: str) -> torch.Tensor:
     if isinstance(carriers, Key):
         # Checked against the weights as they are now, not as they were when the Marker was built.
@@ -251,7 +238,7 @@ def _marker_features(marker: Any, raw_features: Features) -> Features:
     channels = marker_channels(marker)
 
     def features(x: torch.Tensor) -> torch.Tensor:
-        x = _adapt_channels(x, channels).contiguous(memory_format=torch.channels_last)
+        x = adapt_channels(x, channels).contiguous(memory_format=torch.channels_last)
         return raw_features(x)
 
     return features
@@ -268,6 +255,7 @@ def mark(
     batch_size: int | None = None,
     progress: Callable[[int], None] | None = None,
     targets: torch.Tensor | Sequence[int] | None = None,
+    classes: Sequence[str] | None = None,
 ) -> MarkResult:
     """Mark a batch of images so that the marker's features move along their class carriers.
 
@@ -284,6 +272,8 @@ def mark(
         seed: run seed (image ``i`` gets stream ``(seed, i)``) or one seed per image (``N`` ints).
         batch_size: images optimised together (default: :func:`choose_batch_size`).
         progress: called with the number of images finished after each batch.
+        classes: the names of the classes ``labels`` index (the dataset's), so that ``config.lambda_class`` reads
+            the marker's row of the same name (refused if it names none); default: row ``label mod C``.
 
     Returns:
         :class:`MarkResult` on the images' device (each batch is moved there as it finishes, so the
@@ -291,7 +281,7 @@ def mark(
 
     Raises:
         KeyMismatchError: the key was made for another marking network, or carriers of the wrong dimension.
-        ConfigError: bad shapes, labels or pixel range.
+        ConfigError: bad shapes, labels or pixel range; ``classes`` the marker does not name (with lambda_class).
 
     Examples:
         >>> import torch
@@ -335,11 +325,12 @@ def mark(
 
     out_device = images.device
     batch_size = batch_size or choose_batch_size(marker, images.shape[1:], config)
+    rows = classifier_rows(marker, classes) if config.lambda_class else None  # (C, d), row k: class k's
     chunks = []
     features = _marker_features(marker, feature_function(marker, marker_channels(marker), weights_sha256))
     for start in range(0, count, batch_size):
         end = min(count, start + batch_size)
-        marked, *stats = _mark_batch(marker, features, images[start:end], labels[start:end], carriers, config, seeds[start:end], targets[start:end])
+        marked, *stats = _mark_batch(marker, features, images[start:end], labels[start:end], carriers, config, seeds[start:end], targets[start:end], rows)
         chunks.append((marked.to(out_device), *stats))
         if progress is not None:
             progress(end - start)
@@ -353,7 +344,7 @@ def mark(
 
 def _mark_batch(
     marker: Any, features: Features, images: torch.Tensor, labels: torch.Tensor, carriers: torch.Tensor,
-    config: MarkConfig, seeds: list[int], targets: torch.Tensor,
+    config: MarkConfig, seeds: list[int], targets: torch.Tensor, rows: torch.Tensor | None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     model = marker.model
     device = marker.device
@@ -376,11 +367,7 @@ def _mark_batch(
         x0_int = torch.round(moved.to(torch.float32) * 255)
     x0 = (x0_int / 255).to(dtype)
     u = carriers[targets].to(device=device, dtype=dtype)  # (B, d): each image's own class unless targets say otherwise
-    avoid = None
-    if config.lambda_class:
-        rows = marker.split.weight()
-        rows = rows / rows.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        avoid = rows[labels % rows.shape[0]].to(device=device, dtype=dtype)  # (B, d)
+    avoid = None if rows is None else rows[labels % rows.shape[0]].to(device=device, dtype=dtype)  # (B, d)
     n_values = x0[0].numel()
     max_sq_int = torch.full((len(seeds),), n_values * 255.0**2 * 10 ** (-config.min_psnr / 10), device=device)
     eps_int = int(math.floor(config.epsilon * 255 + 1e-6))

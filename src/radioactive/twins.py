@@ -185,19 +185,21 @@ class TwinSecret:
 
     # -- marking -------------------------------------------------------------------------------------
     def mark_published(self, marker: Any, images: torch.Tensor, labels: torch.Tensor, key: Key,
-                       config: MarkConfig | None, *, ids: Sequence[str], batch_size: int | None = None) -> MarkResult:
+                       config: MarkConfig | None, *, ids: Sequence[str], batch_size: int | None = None,
+                       classes: Sequence[str] | None = None) -> MarkResult:
         """The twin each image's coin names (what :func:`radioactive.publish.mark_dataset` publishes)."""
         return mark_twin(marker, images, labels, key, self, ids=ids, twin=[self.coin(i) for i in ids],
-                         config=config, batch_size=batch_size)
+                         config=config, batch_size=batch_size, classes=classes)
 
 
 def mark_twin(marker: Any, images: torch.Tensor, labels: torch.Tensor | Sequence[int], key: Key, secret: TwinSecret,
               *, ids: Sequence[str], twin: int | Sequence[int], config: MarkConfig | None = None,
-              batch_size: int | None = None, progress: Callable[[int], None] | None = None) -> MarkResult:
+              batch_size: int | None = None, progress: Callable[[int], None] | None = None,
+              classes: Sequence[str] | None = None) -> MarkResult:
     """One twin of each image: :func:`radioactive.mark` towards the twin's direction, in the twin's stream.
 
     Args:
-        marker, images, config, batch_size, progress: as for :func:`radioactive.mark`.
+        marker, images, config, batch_size, progress, classes: as for :func:`radioactive.mark`.
         labels: ``(N,)`` classes in ``[0, C)``.
         key: the key (checked against the marker and the secret).
         secret: the :class:`TwinSecret`.
@@ -234,7 +236,7 @@ def mark_twin(marker: Any, images: torch.Tensor, labels: torch.Tensor | Sequence
         block[rows] = secret.twin_carriers(key, ids[start:end], labels[start:end], twins[start:end])
         parts.append(mark(marker, images[start:end], rows, block, config,
                           seed=secret.stream_seeds(ids[start:end], twins[start:end]), batch_size=size,
-                          progress=progress))
+                          progress=progress, classes=classes))
     if not parts:
         return mark(marker, images, labels, key, config, seed=[])
     return MarkResult(images=torch.cat([p.images for p in parts]), psnr=torch.cat([p.psnr for p in parts]),
