@@ -55,6 +55,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 STATISTICS = ("margin", "loss")
 LEVERS = ("none", "mean-cnn", "mean-bank", "matched", "matched-class")
+SMOKE = False
 
 
 def module(path: Path, name: str):
@@ -98,10 +99,23 @@ def load_bank(folder: str, device: torch.device) -> tuple[list[Any], list[dict],
     return models, info, cnn_index
 
 
+def suite_config(run_suite, fractions: list[float]) -> dict[str, Any]:
+    """heldout/suite.toml with its deep fractions cut to those measured here (a seed's marking covers its top
+    fraction: 10 % instead of 20 % halves the owner's marking). The marked images, key and settings are the
+    suite's; the marking streams are numbered within the marked subset, so the marks themselves are a fresh
+    draw of the same marking, and the suspects are trained anew (the suite keeps no weights)."""
+    config = run_suite.load_config(ROOT / "heldout" / "suite.toml")
+    config["runs"]["deep_fractions"] = sorted(set(fractions) | {0.0})
+    if SMOKE:  # seconds, for checking the script: 600 owner images, 1 epoch, 2 marking steps
+        config["data"]["train_images"], config["epochs"], config["mark"] = 600, 1, {"steps": 2}
+        config["detect"]["num_controls"] = 3
+    return config
+
+
 def power(args: argparse.Namespace) -> None:
     run_suite = module(ROOT / "heldout" / "run_suite.py", "heldout_run_suite")
-    config = run_suite.load_config(ROOT / "heldout" / "suite.toml")
-    suite = run_suite.Suite(config, ROOT / "results" / "heldout")
+    config = suite_config(run_suite, [0.0, 0.05, 0.1])
+    suite = run_suite.Suite(config, Path(args.out) / "smoke-cache" if SMOKE else ROOT / "results" / "heldout")
     bank, bank_info, cnn_index = load_bank(args.bank, suite.device)
     references = [suite.predictor(m) for m in bank]
     pairs = {p["name"]: p for p in config["pairs"]}
@@ -112,7 +126,9 @@ def power(args: argparse.Namespace) -> None:
         for seed in args.seeds:
             for name in args.pairs:
                 record_path = out / "power" / f"{name}-{fraction:g}-seed{seed}.json"
-                if record_path.is_file():
+                earlier = json.loads(record_path.read_text()) if record_path.is_file() else {}
+                missing = [c for c in args.probes if str(c) not in earlier.get("log10_p", {})]
+                if not missing:
                     say(f"{record_path.name}: done earlier")
                     continue
                 run = {"pair": pairs[name], "fraction": float(fraction), "seed": int(seed)}
@@ -120,8 +136,8 @@ def power(args: argparse.Namespace) -> None:
                 indices, marked, _ = suite.marked(seed, fraction)
                 model, trained = suite.train(run, indices, marked)
                 key = suite.key(seed)
-                levers = {}
-                for count in args.probes:
+                levers = dict(earlier.get("log10_p", {}))
+                for count in missing:
                     probes = Probes(holdout[start_probes:start_probes + count],
                                     holdout_labels[start_probes:start_probes + count])
                     obs = collect(suite.predictor(model), key, probes, marker=suite.marker,
@@ -132,8 +148,8 @@ def power(args: argparse.Namespace) -> None:
                 record = {"pair": name, "fraction": fraction, "seed": seed, "key_fingerprint": key.fingerprint,
                           "test_accuracy": trained["test_accuracy"], "marked_images": len(indices),
                           "queries_per_probe_set": {c: int(c) * (config["detect"]["num_controls"] + 1)
-                                                    for c in map(str, args.probes)},
-                          "log10_p": levers, "seconds": time.perf_counter() - t0}
+                                                    for c in levers},
+                          "log10_p": levers, "seconds": time.perf_counter() - t0 + earlier.get("seconds", 0.0)}
                 atomic_write_json(record_path, record)
                 say(f"{record_path.name}: " + ", ".join(f"{c}/{k} {v:.2f}" for c, lv in levers.items()
                                                          for k, v in lv.items() if k.endswith("margin")))
@@ -157,8 +173,8 @@ def power(args: argparse.Namespace) -> None:
 def calibration(args: argparse.Namespace) -> None:
     run_suite = module(ROOT / "heldout" / "run_suite.py", "heldout_run_suite")
     calib = module(ROOT / "benchmarks" / "bench_calibration.py", "bench_calibration")
-    config = run_suite.load_config(ROOT / "heldout" / "suite.toml")
-    suite = run_suite.Suite(config, ROOT / "results" / "heldout")
+    config = suite_config(run_suite, [0.0, 0.05, 0.1])
+    suite = run_suite.Suite(config, Path(args.out) / "smoke-cache" if SMOKE else ROOT / "results" / "heldout")
     bank, bank_info, cnn_index = load_bank(args.bank, suite.device)
     references = [suite.predictor(m) for m in bank]
     pairs = {p["name"]: p for p in config["pairs"]}
@@ -209,6 +225,7 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--bank", required=True, help="a reference bank folder (radioactive references)")
         p.add_argument("--pairs", nargs="+", default=["preact_resnet-adamw", "convmixer-mixup_ema"])
         p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "transfer_levers"))
+        p.add_argument("--smoke", action="store_true", help="tiny settings, to check the script in seconds")
     power_parser, calibration_parser = sub.choices["power"], sub.choices["calibration"]
     power_parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     power_parser.add_argument("--fractions", type=float, nargs="+", default=[0.1, 0.0, 0.05])
@@ -221,6 +238,8 @@ def main(argv: list[str] | None = None) -> None:
                                     help="probes marked with MarkConfig's defaults (what users get) or the suite's")
     calibration_parser.add_argument("--mark-steps", type=int, default=0, help="override the marking steps")
     args = parser.parse_args(argv)
+    global SMOKE
+    SMOKE = args.smoke
     torch.set_num_threads(max(torch.get_num_threads(), 1))
     (power if args.what == "power" else calibration)(args)
 
