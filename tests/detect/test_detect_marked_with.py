@@ -15,7 +15,7 @@ from radioactive.cli import main
 from radioactive.key import Key
 from radioactive.mark import MarkConfig
 
-# Not MarkConfig's defaults (90 steps, lr 0.01, augment crop,flip, seed 0).
+# Not MarkConfig's defaults (steps, lr, augment crop,flip, seed 0).
 MARK_FLAGS = ["--steps", "3", "--lr", "0.03", "--augment", "flip", "--seed", "5"]
 
 
@@ -117,3 +117,29 @@ def test_agreeing_flags_and_other_refusals(marked, capsys):
     args[args.index("--key") + 1] = str(tmp / "other.safetensors")
     assert main(args) == 2
     assert "marked with key" in capsys.readouterr().err
+
+
+def test_record_lacking_steps_and_lr_reads_the_defaults_it_was_written_with():
+    """A field a marking record lacks takes the value the library used then (90 steps at lr 0.01), not
+    today's default."""
+    assert MarkConfig.from_record({}) == MarkConfig(steps=90, lr=0.01)
+    assert MarkConfig.from_record({"steps": 3}) == MarkConfig(steps=3, lr=0.01)
+    assert MarkConfig.from_record(MarkConfig().to_dict()) == MarkConfig()
+
+
+def test_older_output_without_steps_and_lr_stays_matched(tmp_path_factory, monkeypatch):
+    """An output of 'radioactive mark' at the old defaults whose mark.json does not name steps and lr: the
+    probes `detect --marked-with` marks are still exactly the published images."""
+    tmp = write_detect_files(tmp_path_factory.mktemp("old-record"), classes=3, per_class=1, planted=0.0, images="src")
+    mark_whole(tmp, ["--steps", "90", "--lr", "0.01", "--seed", "5"])
+    record_path = tmp / "pub" / "mark.json"
+    record = json.loads(record_path.read_text())
+    del record["settings"]["config"]["steps"], record["settings"]["config"]["lr"]
+    record_path.write_text(json.dumps(record))
+    seen = _true_versions(monkeypatch)
+    assert main(_detect(tmp, "--marked-with", str(record_path), "--json", str(tmp / "v.json"))) == 0
+    for n, ident in enumerate(seen["ids"]):
+        published = torch.from_numpy(np.array(Image.open(tmp / "pub" / ident)))[None]
+        assert torch.equal(seen["images"][n], published), ident
+    marking = json.loads((tmp / "v.json").read_text())["verdict"]["details"]["marking"]
+    assert marking["config"]["steps"] == 90 and marking["config"]["lr"] == 0.01

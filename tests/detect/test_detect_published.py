@@ -21,7 +21,7 @@ from radioactive.marker import Marker
 from radioactive.publish import mark_dataset
 from radioactive.sources import LabelledImages, load_labelled, open_source
 
-# Not MarkConfig's defaults (90 steps, lr 0.01, seed 0): twins marked with those would differ from what was published.
+# Not MarkConfig's defaults (steps, lr, seed 0): twins marked with those would differ from what was published.
 PUBLISHED = MarkConfig(steps=3, lr=0.03, eval_draws=0)
 SEED = 5
 

@@ -89,7 +89,7 @@ def marking_settings(folder: str | os.PathLike, *, key: Key | None = None, steps
         raise ConfigError(f"{where}: settings.config must be the marking settings (an object), got {raw_config!r}")
     if isinstance(recorded_seed, bool) or not isinstance(recorded_seed, int):
         raise ConfigError(f"{where}: settings.seed must be an integer, got {recorded_seed!r}")
-    config = MarkConfig.from_dict(raw_config)
+    config = MarkConfig.from_record(raw_config)  # a field missing from an older record: that version's default
     asked = dict(given or {})
     if steps is not None:
         asked.setdefault("steps", ("--steps", steps))
