@@ -213,3 +213,18 @@ def test_binomial_tail_is_exact_far_below_the_double_range(wins, count):
 
     exact = logsumexp(sps.binom.logpmf(np.arange(wins, count + 1), count, 0.5)) if wins <= count else -np.inf
     assert binomial_log_sf(wins, count) == pytest.approx(min(exact, 0.0), rel=1e-10, abs=1e-12)
+
+
+def test_twin_marking_and_queries_are_announced(world, caplog):
+    """Both long parts of the twins test say how much they do (issue 26, item 6)."""
+    import logging
+
+    tmp, marker, key, secret, _ = world
+    caplog.set_level(logging.INFO, logger="radioactive.detect.twins")
+    pairs = published_pairs(tmp / "pub", secret, key=key, marker=marker, originals=load_labelled(tmp / "src"))
+    model, _, _ = load_checkpoint(tmp / "suspect.safetensors")
+    pair_scores(model_predictor(model.eval()), pairs, statistic="margin", views=2)
+    lines = [r.getMessage() for r in caplog.records if r.name == "radioactive.detect.twins"]
+    n = len(pairs)
+    assert lines == [f"marking both twins of {n} published images ({2 * n} images, 4 steps each)",
+                     f"querying the suspect on {4 * n} images (2 twins x 2 views x {n} pairs)"]

@@ -20,6 +20,7 @@ the combination was chosen before looking at the results.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Sequence
@@ -31,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import stats
+from .._progress import Progress
 from ..errors import ConfigError, DatasetError, KeyMismatchError
 from ..key import Key
 from ..manifest import read_manifest_rows, read_mark_record
@@ -43,6 +45,8 @@ from .verdict import DEFAULT_ALPHA, Verdict
 
 __all__ = ["TwinPairs", "VIEWS", "count_wins", "fisher_combine", "pair_scores", "published_pairs", "twin_pairs",
            "twins_test", "verdict_from_scores", "view"]
+
+log = logging.getLogger(__name__)
 
 # Fixed augmented views (flip, rows, columns shifted by this many steps of about H/14 pixels, zero-filled):
 # view 0 is the image itself. The same views of both twins are scored.
@@ -136,8 +140,12 @@ def twin_pairs(marker: Any, key: Key, secret: TwinSecret, images: torch.Tensor, 
     ids = [str(i) for i in ids]
     coins = torch.tensor([secret.coin(i) for i in ids], dtype=torch.long)
     labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
-    twins = tuple(torch.round(mark_twin(marker, images, labels, key, secret, ids=ids, twin=t, config=config,
-                                        batch_size=batch_size).images * 255).to(torch.uint8).cpu() for t in (0, 1))
+    log.info("marking both twins of %d published images (%d images, %d steps each)", len(ids), 2 * len(ids),
+             (config or MarkConfig()).steps)
+    with Progress(log, 2 * len(ids), "marking twins", "img") as progress:
+        twins = tuple(torch.round(mark_twin(marker, images, labels, key, secret, ids=ids, twin=t, config=config,
+                                            batch_size=batch_size, progress=progress.update).images * 255)
+                      .to(torch.uint8).cpu() for t in (0, 1))
     details: dict[str, Any] = {"config": (config or MarkConfig()).to_dict()}
     if published is not None:
         if tuple(published.shape) != tuple(twins[0].shape):
@@ -222,13 +230,19 @@ def pair_scores(predict: Predict, pairs: TwinPairs, *, statistic: str = "margin"
     targets = pairs.labels.numpy()
     scores = np.zeros((2, len(pairs)), dtype=np.float64)
     kind = output
-    for twin in (0, 1):
-        for index in range(views):
-            values, kind = output_scores(predict, view(pairs.twins[twin], index), batch_size, kind)
-            per_image = per_image_statistics(values, kind, targets)
-            if statistic not in per_image:
-                raise ConfigError(f"the model returns labels only; the statistic must be 'label', not {statistic!r}")
-            scores[twin] += per_image[statistic] / views
+    total = 2 * views * len(pairs)
+    log.info("querying the suspect on %d images (2 twins x %d view%s x %d pairs)", total, views,
+             "s" if views > 1 else "", len(pairs))
+    with Progress(log, total, "queries", "img") as progress:
+        for twin in (0, 1):
+            for index in range(views):
+                values, kind = output_scores(predict, view(pairs.twins[twin], index), batch_size, kind,
+                                             progress=progress.update)
+                per_image = per_image_statistics(values, kind, targets)
+                if statistic not in per_image:
+                    raise ConfigError(f"the model returns labels only; the statistic must be 'label', not "
+                                      f"{statistic!r}")
+                scores[twin] += per_image[statistic] / views
     return scores, kind
 
 
