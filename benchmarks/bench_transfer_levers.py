@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import math
 import sys
 import tempfile
 import time
@@ -156,7 +155,7 @@ def power(args: argparse.Namespace) -> None:
     records = [json.loads(p.read_text()) for p in sorted((out / "power").glob("*.json"))]
     table: dict[str, Any] = {}
     for count in map(str, args.probes):
-        for lever in (f"{l}/{s}" for l in LEVERS for s in STATISTICS):
+        for lever in (f"{name}/{stat}" for name in LEVERS for stat in STATISTICS):
             for fraction in sorted({r["fraction"] for r in records}):
                 values = [r["log10_p"][count][lever] for r in records if r["fraction"] == fraction
                           and count in r["log10_p"]]
@@ -213,8 +212,8 @@ def calibration(args: argparse.Namespace) -> None:
         "bank": bank_info, "keys": args.keys, "probes": len(probes.labels), "num_controls": args.controls,
         "mark": mark.to_dict(), "cells": cells, "ok": ok, "seconds": time.perf_counter() - start,
         "versions": versions()})
-    say(f"calibration ok={ok}: " + "; ".join(f"{n} {l} fpr@0.05 {c['fpr@0.05']:.2f}" for n, lv in cells.items()
-                                            for l, c in lv.items() if l.endswith("margin")))
+    say(f"calibration ok={ok}: " + "; ".join(f"{n} {lever} fpr@0.05 {c['fpr@0.05']:.2f}" for n, lv in cells.items()
+                                            for lever, c in lv.items() if lever.endswith("margin")))
 
 
 def main(argv: list[str] | None = None) -> None:

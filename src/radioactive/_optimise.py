@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import math
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import torch
@@ -226,3 +227,18 @@ def evaluate_shift(
         shift[changed] += along
         cosine[changed] += along / diff.norm(dim=1).clamp_min(1e-12)
     return shift / uniforms.shape[0], cosine / uniforms.shape[0]
+
+
+def psnr(marked: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
+    """PSNR in dB ``(N,)`` float64 of [0, 1] images ``(N, c, H, W)`` (peak 1; ``inf`` where identical)."""
+    mse = (marked.double() - original.double()).pow(2).flatten(1).mean(1)
+    return torch.where(mse > 0, -10 * torch.log10(mse.clamp_min(1e-300)), torch.full_like(mse, math.inf))
+
+
+def image_seeds(seed: int, ids: Sequence[str | int]) -> list[int]:
+    """One 63-bit seed per image, derived from a run seed and each image's identity."""
+    out = []
+    for ident in ids:
+        digest = hashlib.sha256(f"{int(seed)}\x00{ident}".encode()).digest()
+        out.append(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
+    return out

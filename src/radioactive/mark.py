@@ -21,7 +21,6 @@ the step loop is queued without host synchronisation, the batch size follows the
 
 from __future__ import annotations
 
-import hashlib
 import math
 import warnings
 import weakref
@@ -32,7 +31,7 @@ from typing import Any
 import torch
 
 from ._device import PRECISIONS, batch_for_memory, network_precision, step_augmentations, step_memory
-from ._optimise import Features, evaluate_shift, feature_function, finish, frozen, optimise
+from ._optimise import Features, evaluate_shift, feature_function, finish, frozen, image_seeds, optimise, psnr
 from .augment import Augmentation, AugmentParams
 from .errors import ConfigError, KeyMismatchError
 from .key import Key
@@ -179,21 +178,6 @@ class MarkResult:
             "cosine_mean": float(self.cosine.mean()) if len(self) else None,
             "fraction_positive_shift": float((self.shift > 0).double().mean()) if len(self) else None,
         }
-
-
-def psnr(marked: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
-    """PSNR in dB ``(N,)`` float64 of [0, 1] images ``(N, c, H, W)`` (peak 1; ``inf`` where identical)."""
-    mse = (marked.double() - original.double()).pow(2).flatten(1).mean(1)
-    return torch.where(mse > 0, -10 * torch.log10(mse.clamp_min(1e-300)), torch.full_like(mse, math.inf))
-
-
-def image_seeds(seed: int, ids: Sequence[str | int]) -> list[int]:
-    """One 63-bit seed per image, derived from a run seed and each image's identity."""
-    out = []
-    for ident in ids:
-        digest = hashlib.sha256(f"{int(seed)}\x00{ident}".encode()).digest()
-        out.append(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
-    return out
 
 
 def _resolve_carriers(marker: Any, carriers: Key | torch.Tensor, weights_sha256: str) -> torch.Tensor:

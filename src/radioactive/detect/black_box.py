@@ -25,9 +25,8 @@ from ..key import Key
 from ..mark import MarkConfig
 from ..marker import Marker
 from .combine import verdict_from_observations
-from .observations import reference_predictors
 from .null import with_null_trials
-from .observations import Predict, collect
+from .observations import Predict, collect, reference_predictors
 from .probes import Probes
 from .settings import BlackboxSettings
 from .verdict import Verdict

@@ -24,8 +24,8 @@ from .._progress import Progress
 from ..errors import ConfigError, DatasetError, EndpointError
 from ..key import Key
 from ..marker import Marker
-from .matched import DEFAULT_RIDGE, matched_residuals
 from .common import ClassMap, model_device, resize, resolve_class_map
+from .matched import DEFAULT_RIDGE, matched_residuals
 from .probes import Probes, cross_targets, marked_versions
 from .settings import OUTPUTS, PROBE_MODES, STATISTICS, check_choice
 

@@ -148,8 +148,8 @@ def train_bank(
             spec = make_spec(member.arch, num_classes, images)
             result = fit(spec, images, labels, recipe=recipe, seed=member.seed, test=test, device=device,
                          num_classes=num_classes,
-                         progress=lambda r, m=member: say(f"    {m.name} epoch {r['epoch']}/{recipe.epochs}: "
-                                                          f"loss {r['loss']:.4f} ({r['seconds']:.0f} s)"))
+                         progress=lambda r, m=member, total=recipe.epochs: say(
+                             f"    {m.name} epoch {r['epoch']}/{total}: loss {r['loss']:.4f} ({r['seconds']:.0f} s)"))
             extra = {"kind": "reference", "bank_member": member.to_dict(), "recipe": recipe.to_dict(),
                      "seed": member.seed, "dataset_fingerprint": fingerprint, "data": source,
                      "metrics": {k: v for k, v in result.metrics.items() if k != "history"}}
