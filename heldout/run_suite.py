@@ -56,6 +56,8 @@ from radioactive.errors import OutputExistsError
 from radioactive.experiment.identity import content_hash
 from radioactive.nets import load_checkpoint, make_spec, save_checkpoint
 from radioactive.train import TrainRecipe, dataset_fingerprint, fit
+from radioactive.train.bank import bank_paths
+from radioactive.zoo import shipped_bank
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -68,6 +70,13 @@ VARIANTS = {
     "blackbox-loss-perm": ("loss", "perm", True),
     "blackbox-margin-perm-nodid": ("margin", "perm", False),
 }
+
+
+def variants(config: dict[str, Any]) -> dict[str, tuple]:
+    """The black-box tests of a suite: ``VARIANTS``, or the configuration's ``[detect] variants`` (rows of
+    ``[name, statistic, combine, difference in differences, reference fit]``)."""
+    rows = config["detect"].get("variants")
+    return {row[0]: tuple(row[1:]) for row in rows} if rows else VARIANTS
 
 
 def sibling(name: str):
@@ -271,27 +280,36 @@ class Suite:
         return model.to(self.device).eval(), {**json.loads(sidecar.read_text()), "train_id": train_id}
 
     def references(self) -> list[tuple[torch.nn.Module, dict[str, Any]]]:
-        """The auditor's clean models: a ``cnn`` trained by ``radioactive.train.fit`` (cached), then extras."""
+        """The auditor's clean models: a ``cnn`` trained by ``radioactive.train.fit`` (cached; none when
+        ``reference_arch`` is empty), then extras, then a shipped bank (``reference_bank``)."""
         if self._references is None:
-            detect, images, labels = self.config["detect"], *self.data["owner"]
-            recipe = TrainRecipe.from_dict({**self.config["reference_train"], "mode": "scratch"})
-            ident = content_hash({"arch": detect["reference_arch"], "recipe": recipe.to_dict(),
-                                  "seed": detect["reference_seed"], "data": dataset_fingerprint(images, labels)})
-            path = self.cache / f"reference-{ident}.safetensors"
-            if not path.is_file():
-                say(f"training the auditor's clean reference {detect['reference_arch']} (radioactive.train.fit)")
-                spec = make_spec(detect["reference_arch"], 10, images)
-                result = fit(spec, images, labels, recipe=recipe, seed=detect["reference_seed"], device=self.device,
-                             test=self.data["test"])
-                save_checkpoint(result.model, path, spec, {"kind": "reference", "metrics": {
-                    k: v for k, v in result.metrics.items() if k != "history"}})
+            detect = self.config["detect"]
+            own = self._own_reference() if detect.get("reference_arch") else []
             self._references = []
-            for file in [path] + [Path(p) for p in detect["extra_references"]]:
+            bank = [Path(p) for p in bank_paths(shipped_bank(detect["reference_bank"]))] if detect.get(
+                "reference_bank") else []
+            for file in own + [Path(p) for p in detect["extra_references"]] + bank:
                 model, _, extra = load_checkpoint(file)
                 self._references.append((model.to(self.device).eval(), {
                     "path": str(file), "sha256": sha256_file(file),
                     "test_accuracy": (extra.get("metrics") or {}).get("test_accuracy")}))
         return self._references
+
+    def _own_reference(self) -> list[Path]:
+        """The suite's own clean reference (trained once, cached)."""
+        detect, images, labels = self.config["detect"], *self.data["owner"]
+        recipe = TrainRecipe.from_dict({**self.config["reference_train"], "mode": "scratch"})
+        ident = content_hash({"arch": detect["reference_arch"], "recipe": recipe.to_dict(),
+                              "seed": detect["reference_seed"], "data": dataset_fingerprint(images, labels)})
+        path = self.cache / f"reference-{ident}.safetensors"
+        if not path.is_file():
+            say(f"training the auditor's clean reference {detect['reference_arch']} (radioactive.train.fit)")
+            spec = make_spec(detect["reference_arch"], 10, images)
+            result = fit(spec, images, labels, recipe=recipe, seed=detect["reference_seed"], device=self.device,
+                         test=self.data["test"])
+            save_checkpoint(result.model, path, spec, {"kind": "reference", "metrics": {
+                k: v for k, v in result.metrics.items() if k != "history"}})
+        return [path]
 
     def predictor(self, model: torch.nn.Module):
         model.to(memory_format=torch.channels_last)  # several times faster convolutions on CPU (oneDNN)
@@ -311,8 +329,9 @@ class Suite:
         probe_set = Probes(holdout[count: count + probes], holdout_labels[count: count + probes])
         references = [self.predictor(m) for m, _ in self.references()]
         reference = references if len(references) > 1 else references[0]  # several: their mean response
-        for name, (statistic, combine, did) in VARIANTS.items():
+        for name, (statistic, combine, did, *how) in variants(self.config).items():
             settings = BlackboxSettings(num_controls=detect["num_controls"], statistic=statistic, combine=combine,
+                                        reference_fit=how[0] if how else "mean",
                                         mark=self.mark_config, seed=seed_of(self.config, "marking", seed),
                                         alpha=detect["alpha"], cache_dir=self.cache / "probes")
             verdicts[name] = blackbox(self.predictor(model), key, probe_set, marker=self.marker, settings=settings,
