@@ -311,11 +311,10 @@ def collect(
 def _announce_queries(predict: Predict, references: int, versions: int, count: int, batch_size: int) -> Progress:
     """Say (INFO) how many images the suspect (an endpoint: how many requests) and the references will be asked
     about, and return the progress of those queries."""
-    from ..endpoint import Endpoint
-
     per_version = count * (1 + references)
     what = "the suspect" + (f" and {references} reference model{'s' if references > 1 else ''}" if references else "")
-    if isinstance(predict, Endpoint):
+    # An endpoint (radioactive.endpoint.Endpoint, a layer above) says its URL and its batch size per request.
+    if isinstance(getattr(predict, "url", None), str) and isinstance(getattr(predict, "batch_size", None), int):
         batches = [min(batch_size, count - start) for start in range(0, count, batch_size)]
         requests = versions * sum(math.ceil(size / predict.batch_size) for size in batches)
         what += f" (the suspect: {requests} requests to {predict.url})"

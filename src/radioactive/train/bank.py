@@ -13,6 +13,7 @@ bank resumes where it stopped.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -66,9 +67,9 @@ DEFAULT_BANK: tuple[BankMember, ...] = (
 
 
 def _member_file(member: BankMember, recipe: TrainRecipe, fingerprint: str) -> str:
-    from ..experiment.identity import content_hash
-
-    ident = content_hash({"arch": member.arch, "recipe": recipe.to_dict(), "seed": member.seed, "data": fingerprint})
+    """``<name>-<12 hex digits>.safetensors``: the digits hash what the member depends on (canonical JSON)."""
+    what = {"arch": member.arch, "recipe": recipe.to_dict(), "seed": member.seed, "data": fingerprint}
+    ident = hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:12]
     return f"{member.name}-{ident}.safetensors"
 
 
