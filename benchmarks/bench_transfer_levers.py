@@ -21,10 +21,10 @@ Calibration (``calibration``): ``--keys`` random keys (never the suite's) agains
 ``--controls`` K, probes marked with the settings users get (``MarkConfig()``), every lever, FPR at 0.01 / 0.05 / 0.1 against its binomial 99 % upper bound and the KS p.
 
     flock /tmp/radioactive-heavy.lock .venv/bin/python benchmarks/bench_transfer_levers.py power \\
-        --bank runs/bank-fmnist --pairs preact_resnet-adamw convmixer-mixup_ema --seeds 0 1 2 \\
+        --bank fashion-mnist --pairs preact_resnet-adamw convmixer-mixup_ema --seeds 0 1 2 \\
         --fractions 0.1 0.0 0.05 --probes 500 3000 --out benchmarks/results/transfer_levers
     flock /tmp/radioactive-heavy.lock .venv/bin/python benchmarks/bench_transfer_levers.py calibration \\
-        --bank runs/bank-fmnist --pairs preact_resnet-adamw convmixer-mixup_ema --keys 100 \\
+        --bank fashion-mnist --pairs preact_resnet-adamw convmixer-mixup_ema --keys 100 \\
         --out benchmarks/results/transfer_levers
 """
 
@@ -49,6 +49,7 @@ from radioactive.detect.observations import Observations, collect
 from radioactive.key import Key
 from radioactive.nets import load_checkpoint
 from radioactive.train.bank import bank_paths
+from radioactive.zoo import SHIPPED_BANKS, shipped_bank
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -86,6 +87,8 @@ def lever_values(obs: Observations, cnn_index: int) -> dict[str, float]:
 
 def load_bank(folder: str, device: torch.device) -> tuple[list[Any], list[dict], int]:
     models, info, cnn_index = [], [], None
+    if folder in SHIPPED_BANKS and not Path(folder).exists():
+        folder = shipped_bank(folder)
     for i, path in enumerate(bank_paths(folder)):
         model, spec, extra = load_checkpoint(path)
         models.append(model.to(device).eval())
@@ -221,7 +224,8 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="what", required=True)
     for name in ("power", "calibration"):
         p = sub.add_parser(name)
-        p.add_argument("--bank", required=True, help="a reference bank folder (radioactive references)")
+        p.add_argument("--bank", default="fashion-mnist",
+                       help="a reference bank folder (radioactive references), or the shipped bank's name (default)")
         p.add_argument("--pairs", nargs="+", default=["preact_resnet-adamw", "convmixer-mixup_ema"])
         p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "transfer_levers"))
         p.add_argument("--smoke", action="store_true", help="tiny settings, to check the script in seconds")
