@@ -114,13 +114,18 @@ def suite_config(run_suite, fractions: list[float]) -> dict[str, Any]:
     return config
 
 
-def power(args: argparse.Namespace) -> None:
+def open_suite(args: argparse.Namespace):
+    """(run_suite module, config, Suite, reference predictors, bank info, index of the bank's cnn, pairs)."""
     run_suite = module(ROOT / "heldout" / "run_suite.py", "heldout_run_suite")
     config = suite_config(run_suite, [0.0, 0.05, 0.1])
     suite = run_suite.Suite(config, Path(args.out) / "smoke-cache" if SMOKE else ROOT / "results" / "heldout")
     bank, bank_info, cnn_index = load_bank(args.bank, suite.device)
     references = [suite.predictor(m) for m in bank]
-    pairs = {p["name"]: p for p in config["pairs"]}
+    return run_suite, config, suite, references, bank_info, cnn_index, {p["name"]: p for p in config["pairs"]}
+
+
+def power(args: argparse.Namespace) -> None:
+    run_suite, config, suite, references, bank_info, cnn_index, pairs = open_suite(args)
     out = Path(args.out)
     holdout, holdout_labels = suite.data["holdout"]
     start_probes = config["detect"]["reference_images"]
@@ -173,13 +178,8 @@ def power(args: argparse.Namespace) -> None:
 
 
 def calibration(args: argparse.Namespace) -> None:
-    run_suite = module(ROOT / "heldout" / "run_suite.py", "heldout_run_suite")
     calib = module(ROOT / "benchmarks" / "bench_calibration.py", "bench_calibration")
-    config = suite_config(run_suite, [0.0, 0.05, 0.1])
-    suite = run_suite.Suite(config, Path(args.out) / "smoke-cache" if SMOKE else ROOT / "results" / "heldout")
-    bank, bank_info, cnn_index = load_bank(args.bank, suite.device)
-    references = [suite.predictor(m) for m in bank]
-    pairs = {p["name"]: p for p in config["pairs"]}
+    run_suite, config, suite, references, bank_info, cnn_index, pairs = open_suite(args)
     suspects = {}
     for name in args.pairs:
         run = {"pair": pairs[name], "fraction": 0.0, "seed": int(args.suspect_seed)}
