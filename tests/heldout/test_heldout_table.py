@@ -84,3 +84,52 @@ def test_the_readme_section_shows_the_claims_next_to_the_grid(two_runs):
     assert "2 runs" in text and "| preact_resnet · adamw | residual | 10 % |" in text
     assert f"| 10 % | black-box margin, perm, DiD | -3.00 (2 pairs) | residual -2.00 | {expected:.2f} |" in text
     assert (out / "results.md").is_file()
+
+
+def _sealed(tmp_path, runs: list[dict]) -> tuple:
+    sealed = tmp_path / "sealed"
+    (sealed / "runs").mkdir(parents=True)
+    for i, record in enumerate(runs):
+        (sealed / "runs" / f"{i}.json").write_text(json.dumps(record))
+    variants = [["blackbox-margin-perm-matched", "margin", "perm", True, "matched"],
+                ["blackbox-margin-perm-nodid", "margin", "perm", False]]
+    config = {"name": "sealed", "pairs": [{"name": "densenet-sgd_step"}, {"name": "vit-adamw_randaug"}],
+              "detect": {"alpha": 0.001, "probes": 500, "num_controls": 20, "variants": variants},
+              "planned_runs": [{}] * len(runs)}
+    (sealed / "config.json").write_text(json.dumps(config))
+    power = tmp_path / "power.json"
+    power.write_text(json.dumps({"pairs": ["preact_resnet-adamw"], "seeds": [0, 1, 2], "num_controls": 20, "table": {
+        "500": {"matched/margin": {"0": {"median": -0.4, "n": 6}, "0.1": {"median": -1.7, "n": 6}}}}}))
+    return sealed, power, config
+
+
+def test_the_sealed_summary_is_the_median_over_every_run_of_the_first_variant(tmp_path):
+    test = "blackbox-margin-perm-matched"
+    runs = []
+    for pair, family in (("densenet-sgd_step", "dense"), ("vit-adamw_randaug", "transformer")):
+        for seed, (clean, marked, acc_drop) in enumerate(((-0.2, -3.5, 0.002), (-1.0, -2.5, 0.004), (-0.5, -4.5, 0.0))):
+            runs.append(_record(pair, family, 0.0, seed, 0.90, {test: clean, "blackbox-margin-perm-nodid": 0.0}))
+            runs.append(_record(pair, family, 0.1, seed, 0.90 - acc_drop, {test: marked}))
+    sealed, power, _ = _sealed(tmp_path, runs)
+    summary = load("summary").build(sealed, power)
+    assert summary["test"] == test
+    # six runs per fraction: medians of (-0.2, -1.0, -0.5) x 2 and (-3.5, -2.5, -4.5) x 2
+    assert summary["sealed"] == {"0.0": pytest.approx(-0.5), "0.1": pytest.approx(-3.5)}
+    assert summary["open"] == {"0.0": -0.4, "0.1": -1.7}
+    assert summary["details"]["sealed"]["detected"] == {"0.0": 0, "0.1": 4}  # alpha 0.001: -3.5 and -4.5, not -2.5
+    assert summary["details"]["sealed"]["accuracy_cost"]["0.1"] == pytest.approx(0.002)
+    assert summary["details"]["open"]["queries"] == 500 * 21
+    assert summary["calibration"].endswith("calibration.json")
+
+
+def test_the_sealed_table_labels_its_variants_and_closes_on_its_first(tmp_path):
+    test = "blackbox-margin-perm-matched"
+    runs = [_record("densenet-sgd_step", "dense", 0.1, 0, 0.9, {test: -3.2}),
+            _record("vit-adamw_randaug", "transformer", 0.1, 0, 0.9, {test: -1.2})]
+    sealed, _, config = _sealed(tmp_path, runs)
+    table = load("table")
+    summary = table.summarise(runs, config=config)
+    assert summary["default_test"] == test
+    text = "\n".join(table.readme_lines(summary))
+    assert "black-box margin, perm, bank matched" in text
+    assert "the suite's median log10 p is -2.20 and its worst family (transformer) -1.20" in text
