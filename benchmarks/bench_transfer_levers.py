@@ -162,7 +162,8 @@ def power(args: argparse.Namespace) -> None:
                                                          for k, v in lv.items() if k.endswith("margin")))
     records = [json.loads(p.read_text()) for p in sorted((out / "power").glob("*.json"))]
     table: dict[str, Any] = {}
-    for count in map(str, args.probes):
+    counts = sorted({c for r in records for c in r["log10_p"]} | set(map(str, args.probes)), key=int)
+    for count in counts:  # every probe count measured so far, not only this invocation's
         for lever in (f"{name}/{stat}" for name in LEVERS for stat in STATISTICS):
             for fraction in sorted({r["fraction"] for r in records}):
                 values = [r["log10_p"][count][lever] for r in records if r["fraction"] == fraction
