@@ -171,9 +171,12 @@ def power(args: argparse.Namespace) -> None:
                 if values:
                     table.setdefault(count, {}).setdefault(lever, {})[f"{fraction:g}"] = {
                         "median": float(np.median(values)), "n": len(values)}
+    earlier_record = json.loads((out / "power.json").read_text()) if (out / "power.json").is_file() else {}
+    commands = [c for c in earlier_record.get("commands", [earlier_record.get("command")]) if c]
+    command = " ".join(sys.argv)
     atomic_write_json(out / "power.json", {
         "what": "median log10 p per lever over the open suite's suspects (exact permutation test)",
-        "command": " ".join(sys.argv), "suite": "heldout/suite.toml", "pairs": args.pairs, "seeds": args.seeds,
+        "command": command, "commands": commands + ([command] if command not in commands else []), "suite": "heldout/suite.toml", "pairs": args.pairs, "seeds": args.seeds,
         "bank": bank_info, "num_controls": config["detect"]["num_controls"], "mark": suite.mark_config.to_dict(),
         "table": table, "records": records, "versions": versions()})
 

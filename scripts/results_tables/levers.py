@@ -31,13 +31,15 @@ def power() -> list[str]:
         f"{record['num_controls']} control sets. The bank: `radioactive references --data fashion-mnist` "
         f"({len(record['bank'])} clean models: " + ", ".join(sorted({b['arch'] for b in record["bank"]}))
         + "; the shipped one). Record: "
-        + link("benchmarks/results/transfer_levers/power.json") + " (`" + record["command"].replace(
-            str(RESULTS.parents[1]) + "/", "") + "`).",
+        + link("benchmarks/results/transfer_levers/power.json") + " ("
+        + "; ".join(f"`{c.replace(str(RESULTS.parents[1]) + '/', '')}`"
+                    for c in record.get("commands", [record["command"]])) + ").",
         "",
     ]
     for count, table in sorted(record["table"].items(), key=lambda kv: int(kv[0])):
         queries = int(count) * (record["num_controls"] + 1)
-        lines += [f"{count} fresh probes ({queries:,} queries per audit):", "",
+        seeds = sorted({r["seed"] for r in records if count in r["log10_p"]})
+        lines += [f"{count} fresh probes ({queries:,} queries per audit; seeds {', '.join(map(str, seeds))}):", "",
                   "| lever | statistic | " + " | ".join(f"{100 * q:g} % marked (n)" for q in fractions) + " |",
                   "|---|---|" + "---|" * len(fractions)]
         for lever, name in LEVER_NAMES.items():
