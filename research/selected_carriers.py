@@ -18,7 +18,9 @@ Reported per suspect: the spread (sd over carriers, per class, pooled) of its re
 the carriers the rule keeps (the bank's mean response closest to the bank's median over candidates: keep
 1 in ``--keep-one-in``), the correlation of its response with the bank's, the residual sd after the matched fit
 (regression on the bank's responses, what ``--reference-fit matched`` does per set), and, for the marked
-suspects, the z-score of the key's carriers against random carriers and against kept carriers.
+suspects, the z-score of the key's carriers against random carriers and against kept carriers; then
+(``matched_and_selected``) selection and matching together: the key's per-class z after the matched fit, and the
+kept carriers' residual spread over all carriers' (``--analyse-only`` recomputes it from the record).
 
     flock /tmp/radioactive-heavy.lock .venv/bin/python research/selected_carriers.py \\
         --out benchmarks/results/research/selected_carriers.json
@@ -60,6 +62,45 @@ def margins(predict, images: torch.Tensor, labels: np.ndarray) -> np.ndarray:
     return per_image_statistics(values, kind, labels)["margin"]
 
 
+def _residual(response: dict[str, np.ndarray], bank: list[str], name: str, c: int, fit_on: list[int],
+              target: int) -> float:
+    """The suspect's response to carrier ``target`` of class ``c`` minus its prediction from the bank's, the
+    ridge fit (0.1, standardised columns) made on the carriers ``fit_on`` only."""
+    x = np.stack([response[b][c] for b in bank], axis=1)
+    y = response[name][c]
+    mu, sd = x[fit_on].mean(0), x[fit_on].std(0)
+    xs, ym = (x[fit_on] - mu) / sd, y[fit_on].mean()
+    w = np.linalg.solve(xs.T @ xs + 0.1 * np.eye(len(bank)), xs.T @ (y[fit_on] - ym))
+    return float((y[target] - ym) - ((x[target] - mu) / sd) @ w)
+
+
+def analyse(record: dict) -> dict:
+    """Selection and matching together: for each marked suspect, the key's per-class z after the matched fit
+    (per class, on the random candidates), against every candidate's leave-one-out residual and against the
+    kept candidates' only; ``sum_z / sqrt(C)`` is the evidence a one-sided z test would see."""
+    response = {k: np.array(v) for k, v in record["responses"].items()}
+    m, keep = record["candidates_per_class"], np.array(record["kept"])
+    bank = [k for k in response if k.startswith("bank")]
+    seeds = sorted(int(s) for s in record["key_fingerprints"])
+    out = {}
+    for name in response:
+        if "-0.1-" not in name:
+            continue
+        col = m + seeds.index(int(name.rsplit("seed", 1)[1]))
+        num_classes = response[name].shape[0]
+        z_all, sd_ratio = [], []
+        for c in range(num_classes):
+            cols = list(range(m))
+            loo = [_residual(response, bank, name, c, [j for j in cols if j != i], i) for i in cols]
+            key = _residual(response, bank, name, c, cols, col)
+            kept = [loo[i] for i in cols if keep[c][i]]
+            z_all.append(key / np.std(loo, ddof=1))
+            sd_ratio.append(np.std(kept, ddof=1) / np.std(loo, ddof=1))
+        out[name] = {"matched_key_z": [float(z) for z in z_all], "matched_sum_z": float(np.sum(z_all) / np.sqrt(num_classes)),
+                     "kept_over_all_residual_sd": float(np.median(sd_ratio))}
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--candidates", type=int, default=40, help="random carriers per class")
@@ -67,7 +108,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pairs", nargs="+", default=["preact_resnet-adamw", "convmixer-mixup_ema"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", required=True)
+    parser.add_argument("--analyse-only", action="store_true", help="only (re)compute the analysis of OUT")
     args = parser.parse_args(argv)
+    if args.analyse_only:
+        import json
+
+        record = json.loads(Path(args.out).read_text())
+        record["matched_and_selected"] = analyse(record)
+        atomic_write_json(Path(args.out), record)
+        for name, row in record["matched_and_selected"].items():
+            say(f"{name}: matched sum z {row['matched_sum_z']:.2f}, kept/all residual sd {row['kept_over_all_residual_sd']:.2f}")
+        return
     b = bench()
     ns = argparse.Namespace(bank="fashion-mnist", out=str(ROOT / "benchmarks" / "results" / "transfer_levers"))
     run_suite, config, suite, references, bank_info, _, pairs = b.open_suite(ns)
@@ -166,7 +217,7 @@ def main(argv: list[str] | None = None) -> None:
                                                  / bank_mean[c, :m].std(ddof=1) for c in range(num_classes)]))}
         summary[name] = row
         say(f"{name}: " + ", ".join(f"{k} {v:.3f}" for k, v in row.items()))
-    atomic_write_json(Path(args.out), {
+    record = {
         "what": "spread of third-party suspects' per-carrier response, all random carriers vs carriers kept by a "
                 "public rule on the reference bank's response (issue 25, lever 3)",
         "command": " ".join(sys.argv), "candidates_per_class": m, "keep_one_in": args.keep_one_in,
@@ -175,7 +226,9 @@ def main(argv: list[str] | None = None) -> None:
         "key_fingerprints": {str(s): keys[s].fingerprint for s in args.seeds},
         "summary": summary, "responses": {n: v.tolist() for n, v in response.items()},
         "kept": keep.tolist(), "seconds": {"mark": mark_seconds, "total": time.perf_counter() - t0},
-        "versions": versions()})
+        "versions": versions()}
+    record["matched_and_selected"] = analyse(record)
+    atomic_write_json(Path(args.out), record)
 
 
 if __name__ == "__main__":
