@@ -4,6 +4,8 @@ A dataset is named by one spec string, the same in every command and in the API:
 
 - ``fashion-mnist`` (= ``fashion-mnist:owner``), ``fashion-mnist:holdout``, ``fashion-mnist:test``: the named
   splits of :mod:`radioactive.fmnist`;
+- ``fashion-mnist-pairs[:SPLIT]`` (100 classes) and ``fashion-mnist-pairs10[:SPLIT]`` (its 10-class control): the
+  same splits composed two images side by side, 28 x 56 (:mod:`radioactive.fmnist_pairs`);
 - a class-subfolder tree ``ROOT/<class>/.../<image>`` (only the top level names classes);
 - a CSV or JSONL list of ``(path, label)`` rows (paths relative to the list's folder, or to ``root``);
 - for :func:`load_labelled`, also the output folder of ``radioactive mark``, read through its manifest.
@@ -165,9 +167,12 @@ def _fashion_mnist_split(text: str) -> str | None:
     split = text.partition(":")[2] if prefix else None
     if split in SPLITS:
         return split
+    from .fmnist_pairs import PAIR_SOURCES
+
     valid = [FASHION_MNIST] + [f"{FASHION_MNIST}:{name}" for name in SPLITS]
     renamed = {"train": " ('train' is now 'owner')", "val": " ('val' is now 'holdout')"}.get(split or "", "")
-    raise DatasetError(f"unknown Fashion-MNIST split in {text!r}; choose from {valid}{renamed}")
+    raise DatasetError(f"unknown Fashion-MNIST split in {text!r}; choose from {valid}{renamed}, or the 28 x 56 "
+                       f"pairs {list(PAIR_SOURCES)}[:SPLIT]")
 
 
 def _fashion_mnist_source(split: str) -> ImageSource:
@@ -188,14 +193,40 @@ def _fashion_mnist_source(split: str) -> ImageSource:
     return ImageSource(f"{FASHION_MNIST}:{split}", items, list(CLASSES), root=None, arrays=images)
 
 
+def _named_source(text: str) -> ImageSource | None:
+    """The source a ``fashion-mnist[:SPLIT]`` or ``fashion-mnist-pairs[10][:SPLIT]`` spec names (items in index
+    order); None for any other spec."""
+    from .fmnist_pairs import pairs_spec, pairs_split
+
+    named = pairs_spec(text)
+    if named is not None:
+        pairs = pairs_split(*named)
+        items = [SourceItem(rel=rel, label=label, index=index)
+                 for index, (rel, label) in enumerate(zip(pairs.ids, pairs.labels.tolist(), strict=True))]
+        return ImageSource(":".join(named), items, pairs.classes, root=None, arrays=pairs.images)  # type: ignore[arg-type]
+    split = _fashion_mnist_split(text)
+    return None if split is None else _fashion_mnist_source(split)
+
+
+def named_test_split(spec: str | os.PathLike) -> str | None:
+    """The test split of the named source ``spec`` names (``fashion-mnist:test`` for ``fashion-mnist:owner``);
+    None for a folder or list."""
+    from .fmnist_pairs import pairs_spec
+
+    named = pairs_spec(str(spec))
+    if named is not None:
+        return f"{named[0]}:test"
+    return f"{FASHION_MNIST}:test" if _fashion_mnist_split(str(spec)) is not None else None
+
+
 def open_source(spec: str | os.PathLike, *, root: str | os.PathLike | None = None,
                 max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageSource:
-    """List a dataset: ``fashion-mnist[:SPLIT]``, a class-subfolder tree, or a CSV/JSONL file of
-    ``(path, label)`` rows (paths relative to the list's folder, or to ``root``).
+    """List a dataset: ``fashion-mnist[:SPLIT]``, ``fashion-mnist-pairs[10][:SPLIT]``, a class-subfolder tree, or
+    a CSV/JSONL file of ``(path, label)`` rows (paths relative to the list's folder, or to ``root``).
 
     Labels are class indices, or class names (mapped to indices in sorted order). Folder classes are the
     sorted top-level subfolder names; images in nested folders belong to their top-level class. Fashion-MNIST
-    ids are ``SPLIT/<class>/<index into the idx file>.png``.
+    ids are ``SPLIT/<class>/<index into the idx file>.png``; pairs ids ``SPLIT/<position>-<left>-<right>.png``.
 
     Raises:
         DatasetError: the spec names nothing readable (an unknown Fashion-MNIST split included).
@@ -203,9 +234,9 @@ def open_source(spec: str | os.PathLike, *, root: str | os.PathLike | None = Non
     if max_pixels < 1:
         raise DatasetError(f"max_pixels must be >= 1, got {max_pixels}")
     text = str(spec)
-    split = _fashion_mnist_split(text)
-    if split is not None:
-        return _fashion_mnist_source(split)
+    named = _named_source(text)
+    if named is not None:
+        return named
     path = Path(text)
     if path.is_dir():
         return _folder_source(path.resolve(), max_pixels)
@@ -215,7 +246,7 @@ def open_source(spec: str | os.PathLike, *, root: str | os.PathLike | None = Non
                                "class-subfolder tree")
         return _list_source(path, Path(root) if root else None, max_pixels)
     raise DatasetError(f"{text}: no such folder or list file; give a class-subfolder tree, a CSV/JSONL list "
-                       "or 'fashion-mnist[:owner|holdout|test]'")
+                       "or 'fashion-mnist[:owner|holdout|test]' (or fashion-mnist-pairs, fashion-mnist-pairs10)")
 
 
 def _changed(row: dict) -> bool:
@@ -285,34 +316,35 @@ class LabelledImages:
         return len(self.ids)
 
 
-def _fit(images: torch.Tensor, channels: int, size: int | None) -> torch.Tensor:
+def _fit(images: torch.Tensor, channels: int, size: tuple[int, int] | None) -> torch.Tensor:
     """uint8 ``(N, c, H, W)`` to ``channels`` channels (grey repeated, colour averaged) and, when given, ``size``
-    x ``size`` (bilinear, antialiased)."""
+    ``(H, W)`` (bilinear, antialiased)."""
     if images.shape[1] != channels:
         images = (images.expand(-1, channels, -1, -1) if images.shape[1] == 1
                   else images.float().mean(1, keepdim=True).round().to(torch.uint8))
-    if size is not None and tuple(images.shape[2:]) != (size, size):
+    if size is not None and tuple(images.shape[2:]) != size:
         chunks = []
         for chunk in images.split(1024):  # bounded float memory for large upsampled sets
-            resized = torch.nn.functional.interpolate(chunk.float(), size=(size, size), mode="bilinear",
+            resized = torch.nn.functional.interpolate(chunk.float(), size=size, mode="bilinear",
                                                       antialias=True, align_corners=False)
             chunks.append(resized.round().clamp(0, 255).to(torch.uint8))
         images = torch.cat(chunks)
     return images.contiguous()
 
 
-def load_labelled(spec: str | os.PathLike, *, limit: int | None = None, size: int | None = None,
+def load_labelled(spec: str | os.PathLike, *, limit: int | None = None, size: int | tuple[int, int] | None = None,
                   channels: int | None = None) -> LabelledImages:
     """Read a whole dataset (see the module docstring for ``spec``) as tensors, every file through
     :func:`radioactive.data.read_image`.
 
-    Fashion-MNIST splits come in the idx file's order, so that ``limit`` takes a prefix of mixed classes; other
-    datasets in their ids' sorted order. The output folder of ``radioactive mark`` is read through its
-    ``manifest.jsonl`` (the output paths and labels; rows of bad images skipped) with ``marked=True``.
+    Fashion-MNIST splits come in the idx file's order (pairs in their shuffled order), so that ``limit`` takes a
+    prefix of mixed classes; other datasets in their ids' sorted order. The output folder of ``radioactive mark``
+    is read through its ``manifest.jsonl`` (the output paths and labels; rows of bad images skipped) with
+    ``marked=True``.
 
     Args:
         limit: read only the first ``limit`` images.
-        size: resize every image to ``size`` x ``size`` (antialiased bilinear).
+        size: resize every image to ``size`` x ``size``, or to ``(height, width)`` (antialiased bilinear).
         channels: 1 or 3 (grey repeated, colour averaged); default: 3 if any image has colour, else 1.
 
     Raises:
@@ -321,20 +353,24 @@ def load_labelled(spec: str | os.PathLike, *, limit: int | None = None, size: in
     """
     from .errors import ConfigError
 
-    for name, value, allowed in (("limit", limit, None), ("size", size, None), ("channels", channels, (1, 3))):
+    target = (size, size) if isinstance(size, int) else tuple(size) if isinstance(size, tuple | list) else size
+    for name, value, allowed in (("limit", limit, None), ("channels", channels, (1, 3)),
+                                 *((("size", v, None) for v in target) if target else ())):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1
                                   or (allowed and value not in allowed)):
             raise ConfigError(f"{name} must be {'1 or 3' if allowed else 'a positive integer'}, got {value!r}")
+    if target is not None and len(target) != 2:
+        raise ConfigError(f"size must be a positive integer or a (height, width) pair, got {size!r}")
     text = str(spec)
-    split = _fashion_mnist_split(text)
+    named = _named_source(text)
     marked, flags = False, None
-    if split is not None:
-        source = _fashion_mnist_source(split)
+    if named is not None:
+        source = named
         items = sorted(source.items, key=lambda item: item.index)[:limit]
         ids = [item.rel for item in items]
         assert source._arrays is not None
         images = source._arrays[torch.tensor([item.index for item in items], dtype=torch.int64)]
-        images = _fit(images, channels or images.shape[1], size)
+        images = _fit(images, channels or images.shape[1], target)
     else:
         folder = Path(text).expanduser()
         if folder.is_dir() and (folder / "manifest.jsonl").is_file():
@@ -349,7 +385,7 @@ def load_labelled(spec: str | os.PathLike, *, limit: int | None = None, size: in
             raise DatasetError(f"no images in {text!r}")
         decoded = [source.read(item) for item in items]
         channels = channels or max(image.shape[0] for image in decoded)
-        fitted = [_fit(image[None], channels, size)[0] for image in decoded]
+        fitted = [_fit(image[None], channels, target)[0] for image in decoded]
         first = fitted[0].shape
         for item, image in zip(items, fitted, strict=True):
             if image.shape != first:

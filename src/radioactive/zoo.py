@@ -162,26 +162,41 @@ def train_fmnist_marker(
     out: str | os.PathLike,
     *,
     arch: str = "cnn",
-    recipe: TrainRecipe = MARKER_RECIPE,
+    recipe: TrainRecipe | None = None,
     seed: int = 0,
     device: torch.device | str | None = None,
     progress: Callable[[dict[str, Any]], None] | None = None,
+    data: str = "fashion-mnist",
 ) -> TrainResult:
     """Train the marking network on the owner's clean Fashion-MNIST (the 55k ``owner`` split of
-    :func:`radioactive.fmnist.fashion_mnist_splits`) and save it with :func:`radioactive.nets.save_checkpoint`.
+    :func:`radioactive.fmnist.fashion_mnist_splits`), or on the ``owner`` split of ``data`` =
+    ``fashion-mnist-pairs`` / ``fashion-mnist-pairs10`` (:mod:`radioactive.fmnist_pairs`: 28 x 56, 100 or 10
+    classes), and save it with :func:`radioactive.nets.save_checkpoint`.
 
-    The checkpoint's ``extra`` records the recipe, seed, dataset fingerprint, held-out (``val_accuracy``)
-    and test accuracy.
+    The checkpoint's ``extra`` records the data set and its class names, the recipe, seed, dataset fingerprint,
+    held-out (``val_accuracy``) and test accuracy. ``recipe`` defaults to :data:`MARKER_RECIPE`, without flips for
+    the pairs (a flip swaps their halves).
 
     Raises:
-        ConfigError: ``arch`` is not a built-in architecture (checked before any data is read).
+        ConfigError: ``arch`` is not a built-in architecture, or ``data`` not a named source (checked before any
+            data is read).
     """
-    from .fmnist import fashion_mnist_splits
+    from .fmnist import CLASSES, fashion_mnist_splits
+    from .fmnist_pairs import PAIR_SOURCES, fashion_mnist_pairs_splits, pair_classes, warn_flips
 
     if arch not in ARCHITECTURES:
         raise ConfigError(f"unknown architecture {arch!r} for the marking network; choose from {sorted(ARCHITECTURES)}")
-    splits = fashion_mnist_splits()
-    spec = replace(FMNIST_SPEC, arch=arch)
+    if data != "fashion-mnist" and data not in PAIR_SOURCES:
+        raise ConfigError(f"unknown data {data!r} for the marking network; choose from "
+                          f"{['fashion-mnist', *PAIR_SOURCES]}")
+    if data == "fashion-mnist":
+        recipe = recipe or MARKER_RECIPE
+        splits, spec, classes = fashion_mnist_splits(), replace(FMNIST_SPEC, arch=arch), list(CLASSES)
+    else:
+        warn_flips(data, recipe is not None and recipe.flip)
+        recipe = recipe or replace(MARKER_RECIPE, flip=False)
+        splits, classes = fashion_mnist_pairs_splits(data), pair_classes(PAIR_SOURCES[data])
+        spec = replace(FMNIST_SPEC, arch=arch, num_classes=len(classes), input_size=(28, 56))
     train_images, train_labels = splits["owner"]
     model_device = torch.device(device) if device is not None else torch.device("cpu")
     result = fit(spec, train_images, train_labels, recipe=recipe, seed=seed, test=splits["test"],
@@ -189,16 +204,19 @@ def train_fmnist_marker(
     result.metrics["val_accuracy"] = evaluate(result.model, *splits["holdout"])["accuracy"]
     extra = {
         "kind": "marker",
-        "dataset": "fashion-mnist",
-        "split": "owner (55k of 60k; 5k held out, permutation seed 0)",
+        "dataset": data,
+        "split": "owner (55k of 60k; 5k held out, permutation seed 0)" if data == "fashion-mnist" else
+                 f"owner ({len(train_labels)} pairs of the 55k owner images; 5k held out, permutation seed 0)",
         "dataset_fingerprint": dataset_fingerprint(train_images, train_labels),
         "recipe": recipe.to_dict(),
         "seed": seed,
         "test_accuracy": result.metrics["test_accuracy"],
         "val_accuracy": result.metrics["val_accuracy"],
         "wall_time_s": result.metrics["wall_time_s"],
-        "command": f"radioactive train-marker --data fashion-mnist --arch {arch} --epochs {recipe.epochs} --seed {seed}",
+        "command": f"radioactive train-marker --data {data} --arch {arch} --epochs {recipe.epochs} --seed {seed}",
     }
+    if data != "fashion-mnist":
+        extra["classes"] = classes
     result.model.to("cpu")
     save_checkpoint(result.model, out, result.spec or spec, extra)
     return result

@@ -64,6 +64,19 @@ def test_builtin_heads(arch):
     _check_split(model, torch.rand(3, 1, 28, 28), "1.fc", expected)
 
 
+@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+def test_builtin_archs_take_the_28_x_56_pairs(arch):
+    """Fashion-MNIST pairs (28 x 56, 100 classes): every built-in runs on them; a square spec builds the network
+    it always did (same parameter shapes and, from one seed, the same values)."""
+    model = build_from_spec(NetSpec(arch, 100, input_size=(28, 56)))
+    _check_split(model, torch.rand(2, 1, 28, 56), "1.fc", {"cnn": 128, "resnet_narrow": 64, "mlp": 256}[arch])
+    torch.manual_seed(0)
+    square = build_from_spec(NetSpec(arch, 10)).state_dict()
+    torch.manual_seed(0)
+    explicit = build_from_spec(NetSpec(arch, 10, kwargs={"input_size": 28} if arch == "mlp" else {})).state_dict()
+    assert all(torch.equal(square[name], explicit[name]) for name in explicit) and square.keys() == explicit.keys()
+
+
 class HeadDefinedFirst(nn.Module):
     """The classifier is defined before the body: a 'last module defined' rule would pick the wrong layer."""
 

@@ -49,8 +49,8 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--head", default=None, help="dotted name of the suspect's final linear layer")
     parser.add_argument("--input-size", type=int, default=None, help="resize images to this size for the suspect")
     parser.add_argument("--reference", default=HELD_OUT,
-                        help="clean held-out images never published: fashion-mnist:SPLIT (holdout, test), a class-subfolder "
-                             "tree or a CSV/JSONL list")
+                        help="clean held-out images never published: fashion-mnist:SPLIT (holdout, test), "
+                             "fashion-mnist-pairs[10]:holdout, a class-subfolder tree or a CSV/JSONL list")
     parser.add_argument("--reference-limit", type=int, default=None, help="use at most this many reference images")
     parser.add_argument("--allow-marked-reference", action="store_true",
                         help="proceed (with a warning) when the reference folder holds marked images")

@@ -30,8 +30,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--key", required=True, help="key file from 'radioactive keygen'")
     parser.add_argument("--data", required=True, metavar="SRC",
-                        help="class-subfolder image tree, CSV/JSONL list of path,label, or fashion-mnist (= "
-                        "fashion-mnist:owner, the 55k images the owner publishes)")
+                        help="class-subfolder image tree, CSV/JSONL list of path,label, fashion-mnist (= "
+                        "fashion-mnist:owner, the 55k images the owner publishes), or fashion-mnist-pairs / "
+                        "fashion-mnist-pairs10 (their 28 x 56 pairs, 100 or 10 classes)")
     parser.add_argument("--fraction", required=True, type=float, help="fraction of each class to mark, in [0, 1]")
     parser.add_argument("--out", required=True, metavar="DST", help="output folder (new, or a run to resume)")
     parser.add_argument("--marker", help="marking network (default: the one recorded in the key)")

@@ -23,22 +23,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "exact. Resumable: a rerun skips the members already trained.",
     )
     parser.add_argument("--data", required=True,
-                        help="your clean originals: fashion-mnist (the 55k owner split), a class-subfolder image "
-                        "tree or a CSV/JSONL list (a 'radioactive mark' output folder is refused)")
+                        help="your clean originals: fashion-mnist (the 55k owner split), fashion-mnist-pairs[10], a "
+                        "class-subfolder image tree or a CSV/JSONL list (a 'radioactive mark' output folder is "
+                        "refused)")
     parser.add_argument("--out", required=True, help="the bank folder (one checkpoint per member and bank.json)")
     parser.add_argument("--members", default=None,
                         help=f"comma-separated subset of the bank (default: all of {','.join(names)})")
     parser.add_argument("--epochs", type=int, default=3, help="epochs per member (default 3)")
     parser.add_argument("--test", default=None,
-                        help="test set scored after each member: fashion-mnist:test or a folder (default: "
-                        "fashion-mnist:test when --data is fashion-mnist)")
+                        help="test set scored after each member: fashion-mnist:test or a folder (default: the "
+                        "test split of a named --data: fashion-mnist:test, fashion-mnist-pairs:test, ...)")
     parser.add_argument("--size", type=int, default=None, help="resize images to SIZE x SIZE (default: as read)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..sources import load_labelled
+    from ..sources import load_labelled, named_test_split
     from ..train.bank import DEFAULT_BANK, train_bank
     from ..zoo import resolve_device
 
@@ -57,10 +58,11 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--data {args.data!r} is the output of 'radioactive mark' (it holds a marking manifest): "
                           "references must be trained on the clean originals you hold, never on the published "
                           "copy (a reference that saw the marks would hide them)")
-    test_source = args.test or ("fashion-mnist:test" if str(args.data).startswith("fashion-mnist") else None)
+    test_source = args.test or named_test_split(args.data)
     test = None
     if test_source:
-        held = load_labelled(test_source, size=args.size or data.images.shape[-1], channels=data.images.shape[1])
+        held = load_labelled(test_source, size=args.size or tuple(data.images.shape[-2:]),
+                             channels=data.images.shape[1])
         test = (held.images, held.labels)
     num_classes = max(len(data.classes), int(data.labels.max()) + 1)
     paths = train_bank(data.images, data.labels, Path(args.out), members=members, epochs=args.epochs, test=test,

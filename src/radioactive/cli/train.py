@@ -27,9 +27,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "dataset fingerprint, accuracy). Under torchrun, trains with DistributedDataParallel.",
     )
     parser.add_argument("--data", required=True,
-                        help="fashion-mnist (= fashion-mnist:owner, the 55k owner split), the output folder of "
-                        "'radioactive mark' (read through its manifest.jsonl), a class-subfolder image tree or a "
-                        "CSV/JSONL list")
+                        help="fashion-mnist (= fashion-mnist:owner, the 55k owner split), fashion-mnist-pairs[10] "
+                        "(28 x 56 pairs, 100 or 10 classes; train them with --no-augment or a recipe without flips), "
+                        "the output folder of 'radioactive mark' (read through its manifest.jsonl), a class-subfolder "
+                        "image tree or a CSV/JSONL list")
     parser.add_argument("--out", required=True, help="checkpoint to write (.safetensors)")
     parser.add_argument("--mode", default="scratch", choices=["scratch", "finetune", "linear_probe", "distill"])
     parser.add_argument("--arch", default="cnn",
@@ -40,8 +41,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--init", help="checkpoint to start from (finetune, linear_probe)")
     parser.add_argument("--teacher", help="teacher checkpoint (distill)")
     parser.add_argument("--test", default=None,
-                        help="test set scored after training: fashion-mnist:test or a folder (default: "
-                        "fashion-mnist:test when --data is fashion-mnist)")
+                        help="test set scored after training: fashion-mnist:test or a folder (default: the "
+                        "test split of a named --data: fashion-mnist:test, fashion-mnist-pairs:test, ...)")
     parser.add_argument("--size", type=int, default=None, help="resize images to SIZE x SIZE (default: as read)")
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--lr", type=float, default=None)
@@ -85,9 +86,10 @@ def _read_recipe(path: Path) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from ..fmnist_pairs import pairs_spec, warn_flips
     from ..nets import load_checkpoint, make_spec, save_checkpoint
     from ..nets.user import is_user_arch
-    from ..sources import load_labelled
+    from ..sources import load_labelled, named_test_split
     from ..train import TrainRecipe, dataset_fingerprint, fit
     from ..zoo import resolve_device
 
@@ -116,10 +118,13 @@ def run(args: argparse.Namespace) -> int:
         data = load_labelled(args.data, size=args.size)
         images, labels = data.images, data.labels
         num_classes = max(len(data.classes), int(labels.max()) + 1)
-        test_source = args.test or ("fashion-mnist:test" if args.data.startswith("fashion-mnist") else None)
+        named = pairs_spec(args.data)
+        if named is not None:
+            warn_flips(named[0], recipe.flip)
+        test_source = args.test or named_test_split(args.data)
         test = None
         if test_source:
-            held = load_labelled(test_source, size=args.size or images.shape[-1], channels=images.shape[1])
+            held = load_labelled(test_source, size=args.size or tuple(images.shape[-2:]), channels=images.shape[1])
             test = (held.images, held.labels)
         teacher = None
         user_arch = args.arch if is_user_arch(args.arch) else None  # the code --arch agrees to run, if any

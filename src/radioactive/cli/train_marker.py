@@ -7,6 +7,7 @@ import logging
 import sys
 
 from ..errors import ConfigError
+from ..fmnist_pairs import PAIR_SOURCES
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +20,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "images; 5k held out) and save it as a safetensors checkpoint with its spec, recipe, dataset "
         "fingerprint and accuracy.",
     )
-    parser.add_argument("--data", default="fashion-mnist", choices=["fashion-mnist"], help="training data")
+    parser.add_argument("--data", default="fashion-mnist", choices=["fashion-mnist", *PAIR_SOURCES],
+                        help="training data: the owner split of Fashion-MNIST (default) or of its 28 x 56 pairs "
+                        "(100 classes, or the 10-class control; trained without flips)")
     parser.add_argument("--out", required=True, help="checkpoint to write (.safetensors)")
     parser.add_argument("--arch", default="cnn", help="built-in architecture: cnn, resnet_narrow, mlp (default cnn)")
     parser.add_argument("--epochs", type=int, default=None, help="training epochs (default 5)")
@@ -44,14 +47,15 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--out must end in .safetensors, got {str(out)!r}")
     overrides = {k: v for k, v in (("epochs", args.epochs), ("lr", args.lr), ("batch_size", args.batch_size))
                  if v is not None}
-    recipe = replace(MARKER_RECIPE, **overrides)
+    base = MARKER_RECIPE if args.data == "fashion-mnist" else replace(MARKER_RECIPE, flip=False)
+    recipe = replace(base, **overrides)
 
     def progress(record: dict) -> None:
         print(f"epoch {record['epoch']}/{recipe.epochs}: loss {record['loss']:.4f}  "
               f"({record['seconds']:.1f} s)", file=sys.stderr, flush=True)
 
     result = train_fmnist_marker(out, arch=args.arch, recipe=recipe, seed=args.seed,
-                                 device=resolve_device(args.device), progress=progress)
+                                 device=resolve_device(args.device), progress=progress, data=args.data)
     metrics = result.metrics
     print(f"marker {args.arch}: test accuracy {metrics['test_accuracy']:.4f}, validation accuracy "
           f"{metrics['val_accuracy']:.4f}, {metrics['seconds_per_epoch']:.1f} s/epoch")

@@ -211,8 +211,10 @@ class ExperimentConfig:
     """A grid: ``fractions`` x ``models`` x ``seeds`` with shared marking, training and detection settings.
 
     ``dataset`` is ``fashion-mnist`` (its ``owner`` split is published, its ``holdout`` split gives the
-    references and probes) or a class-subfolder folder (then ``test`` names the test folder and ``holdout``
-    clean images are kept aside, never published, for references and probes). ``marker`` is ``default`` (the
+    references and probes), ``fashion-mnist-pairs`` or ``fashion-mnist-pairs10`` (the same splits, 28 x 56
+    composites: :mod:`radioactive.fmnist_pairs`; they need a marker trained on them) or a class-subfolder
+    folder (then ``test`` names the test folder and ``holdout`` clean images are kept aside, never published,
+    for references and probes). ``marker`` is ``default`` (the
     Fashion-MNIST marker shipped with the package) or a checkpoint; ``marker_arch`` builds a torchvision
     marker (``torchvision:resnet18``) with weights from ``marker``. ``train_images`` > 0 keeps only that many
     training images (quick runs and tests).

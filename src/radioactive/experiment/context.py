@@ -17,6 +17,7 @@ from .._io import atomic_write
 from ..detect import Probes
 from ..errors import ConfigError, DatasetError
 from ..fmnist import SPLITS, fashion_mnist_splits, holdout_indices
+from ..fmnist_pairs import PAIR_SOURCES, fashion_mnist_pairs_splits, warn_flips
 from ..key import Key
 from ..mark import image_seeds, mark
 from ..marker import Marker
@@ -78,12 +79,16 @@ class Context:
         if config.dataset == "fashion-mnist":
             # Its holdout is drawn by the same rule (seed 0) as a folder dataset's below.
             splits = fashion_mnist_splits(holdout=config.holdout)
+        elif config.dataset in PAIR_SOURCES:
+            splits = fashion_mnist_pairs_splits(config.dataset, holdout=config.holdout)
+            warn_flips(config.dataset, any(config.recipe(model).flip for model in config.models))
         else:
             if not config.test:
                 raise ConfigError(f"a folder dataset ({config.dataset!r}) needs 'test': a folder of test images")
             size = config.image_size or None
             owner = load_labelled(config.dataset, size=size)
-            test = load_labelled(config.test, size=size or owner.images.shape[-1], channels=owner.images.shape[1])
+            test = load_labelled(config.test, size=size or tuple(owner.images.shape[-2:]),
+                                 channels=owner.images.shape[1])
             if test.classes != owner.classes:
                 raise DatasetError(f"the test folder {config.test!r} has classes {test.classes} but the dataset "
                                    f"{config.dataset!r} has {owner.classes}; give both the same class subfolders")
@@ -141,9 +146,13 @@ class Context:
             if source != "torchvision":
                 raise ConfigError(f"marker_arch must be torchvision:<name>, got {config.marker_arch!r}")
             return Marker.from_torchvision(arch, weights=config.marker or None, input_size=config.image_size or 224)
-        if config.marker == "default":
-            return default_marker()
-        return Marker.from_checkpoint(config.marker)
+        marker = default_marker() if config.marker == "default" else Marker.from_checkpoint(config.marker)
+        classes = PAIR_SOURCES.get(config.dataset, 0)
+        if marker.spec.num_classes < classes:
+            raise ConfigError(f"the dataset {config.dataset} has {classes} classes but the marker {config.marker!r} has "
+                              f"{marker.spec.num_classes}; train one on it (radioactive train-marker --data "
+                              f"{config.dataset} --out marker.safetensors) and set marker = \"marker.safetensors\"")
+        return marker
 
     def key(self, seed: int) -> Key:
         """The secret key of grid seed ``seed``."""

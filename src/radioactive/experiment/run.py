@@ -19,6 +19,7 @@ from ..detect.gradient import gradient_whitebox
 from ..detect.observations import collect, model_predictor
 from ..detect.verdict import Verdict
 from ..errors import ConfigError
+from ..fmnist_pairs import PAIR_SOURCES
 from ..marker import Marker
 from ..nets import ARCHITECTURES
 from ..train import TrainResult, dataset_fingerprint, evaluate, fit
@@ -297,7 +298,7 @@ def dry_run(config: ExperimentConfig) -> list[str]:
               if m.init not in ("", "marker") and not Path(m.init).is_file()]
     if config.marker not in ("", "default") and not Path(config.marker).is_file():
         lines.append(f"note: marker weights {config.marker!r} do not exist here")
-    if config.dataset != "fashion-mnist" and not Path(config.dataset).is_dir():
+    if config.dataset not in ("fashion-mnist", *PAIR_SOURCES) and not Path(config.dataset).is_dir():
         lines.append(f"note: dataset folder {config.dataset!r} does not exist here")
     lines.append("marking: " + json.dumps(config.mark_config().to_dict()))
     lines += [f"model {m.name}: " + json.dumps(config.recipe(m).to_dict()) for m in config.models]

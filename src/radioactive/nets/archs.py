@@ -7,6 +7,7 @@ Images given to a network built by :func:`build_from_spec` are in [0, 1]: its fi
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -90,13 +91,15 @@ class NarrowResNet(nn.Module):
 
 
 class MLP(nn.Module):
-    """Two hidden layers on flattened pixels (needs a fixed input size)."""
+    """Two hidden layers on flattened pixels (needs a fixed input size: ``n`` for ``n x n``, or ``(H, W)``)."""
 
-    def __init__(self, num_classes: int = 10, in_channels: int = 1, input_size: int = 28, hidden: int = 256):
+    def __init__(self, num_classes: int = 10, in_channels: int = 1, input_size: int | Sequence[int] = 28,
+                 hidden: int = 256):
         super().__init__()
+        height, width = (input_size, input_size) if isinstance(input_size, int) else input_size
         self.body = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(in_channels * input_size * input_size, hidden),
+            nn.Linear(in_channels * height * width, hidden),
             nn.ReLU(inplace=True),
             nn.Linear(hidden, hidden),
             nn.ReLU(inplace=True),
@@ -243,9 +246,16 @@ def build_model(
 
 
 def build_from_spec(spec: NetSpec) -> nn.Sequential:
-    """Normalize followed by the classifier; the classifier is ``model[1]`` and takes [0, 1] images."""
+    """Normalize followed by the classifier; the classifier is ``model[1]`` and takes [0, 1] images.
+
+    A built-in architecture with a fixed input size (``mlp``) gets the spec's ``input_size`` unless its
+    ``kwargs`` give one."""
     channels = spec.in_channels if spec.source in ("builtin", USER_SOURCE) else len(spec.mean)
-    net = build_model(spec.arch, spec.num_classes, in_channels=channels, source=spec.source, **spec.kwargs)
+    kwargs = dict(spec.kwargs)
+    if (spec.source == "builtin" and spec.arch in ARCHITECTURES and "input_size" not in kwargs
+            and "input_size" in inspect.signature(ARCHITECTURES[spec.arch]).parameters):
+        kwargs["input_size"] = spec.input_size
+    net = build_model(spec.arch, spec.num_classes, in_channels=channels, source=spec.source, **kwargs)
     return nn.Sequential(Normalize(spec.mean, spec.std), net)
 
 
