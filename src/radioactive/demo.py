@@ -54,11 +54,15 @@ def demo_config(
     train_images: int = DEMO_DEFAULTS["train_images"],
     precision: str = DEMO_DEFAULTS["precision"],
     mark_precision: str = DEMO_DEFAULTS["mark_precision"],
+    reference_fit: str = DEMO_DEFAULTS["reference_fit"],
 ) -> ExperimentConfig:
     """The demo's experiment: one seed, one architecture, fractions 0 (clean control) and ``fraction``.
 
-    The headline is the black-box test: the margin statistic, exact permutation combination, difference in
-    differences against ``reference_models`` clean models trained like the suspect (0: no reference). The
+    The headline is the black-box test: the margin statistic, exact permutation combination, against
+    ``reference_models`` clean models trained like the suspect (0: no reference), entering as ``reference_fit``
+    says (``matched``: the suspect's leave-one-out prediction from them is subtracted, and the plain difference in
+    differences against their mean is reported beside it as ``blackbox-margin-perm-mean``; ``mean``: the latter
+    is the headline). The
     white-box test runs too, with ``whitebox_null_trials`` random keys as its empirical null. ``precision`` is the
     training recipe's (``bfloat16``: mixed precision) and ``mark_precision`` the marking network's
     (:class:`radioactive.MarkConfig`); float32 and fp32 leave the configuration as it was before they existed. The
@@ -72,12 +76,16 @@ def demo_config(
         raise ConfigError(f"epochs must be at least 1 (the demo's suspect learns from the marked data), got {epochs!r}")
     detect: dict[str, Any] = {
         "tests": ["blackbox", "whitebox"], "statistic": "margin", "combine": "perm",
-        "blackbox_variants": ["loss:perm"], "reference_images": reference_images, "probes": probes,
+        "blackbox_variants": ["loss:perm"] + (["margin:perm:mean"] if reference_fit != "mean" and reference_models
+                                              else []),
+        "reference_images": reference_images, "probes": probes,
         "num_controls": num_controls, "reference_model": reference_models > 0,
         "whitebox_null_trials": whitebox_null_trials,
     }
     if reference_models > 1:
         detect["reference_models"] = reference_models
+    if reference_models and reference_fit != "mean":
+        detect["reference_fit"] = reference_fit
     return config_from_dict({
         "name": "demo",
         "dataset": "fashion-mnist",
@@ -129,7 +137,7 @@ def _test_titles(config: ExperimentConfig) -> list[tuple[str, str]]:
     """(record name, title) of the demo's tests, the headline first."""
     detect = config.detect
     titles = [("blackbox", f"black-box, {detect.statistic} (headline)")]
-    titles += [(name, f"black-box, {statistic}") for name, statistic, _ in detect.variant_names()[1:]]
+    titles += [(name, f"black-box, {statistic}") for name, statistic, _, _ in detect.variant_names()[1:]]
     if "whitebox" in detect.tests:
         titles.append(("whitebox", "white-box (weak with 10 classes)"))
     return [(name, title) for name, title in titles if name in detect.tests or name.startswith("blackbox-")]
@@ -158,10 +166,13 @@ def describe(config: ExperimentConfig, records: dict[str, dict[str, Any]] | None
     images = f"{count:,}" if count else "all"
     marked = suspect.get("marked_images")
     references = len(detect.reference_arch_list())
-    reference = (f"difference in differences against {references} clean reference model"
+    how = ("matched to" if detect.reference_fit != "mean" else "difference in differences against")
+    reference = (f"{how} {references} clean reference model"
                  f"{'s' if references != 1 else ''} ({', '.join(detect.reference_arch_list())}, trained like the suspect on "
                  "the clean images; shipped with the package for the default settings)") if references else \
         "no reference model"
+    if references and detect.reference_fit != "mean":
+        reference += " (the suspect's leave-one-out prediction from them is subtracted)"
     per_class = detect.probes // 10
     lines = [
         f"owner:    marks {100 * fraction:g} % of {images} training images"

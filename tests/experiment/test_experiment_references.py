@@ -64,3 +64,30 @@ def test_references_are_trained_once_each_and_all_enter_the_test(tmp_path, toy_d
     details = verdicts["blackbox"].details
     assert verdicts["blackbox"].test.endswith("-did") and details["reference_models"] == 2
     assert set(details["reference_alone"]) >= {"log10_p_upper", "log10_p_lower", "extreme", "per_reference"}
+
+
+def test_reference_fit_leaves_old_run_ids_alone_and_names_its_variants():
+    plain = expand_grid(_config())[0].run_id
+    assert expand_grid(_config(reference_fit="mean"))[0].run_id == plain
+    matched = _config(reference_fit="matched", blackbox_variants=["loss:perm", "margin:perm:mean"])
+    assert expand_grid(matched)[0].run_id != plain
+    assert matched.detect.variant_names() == [
+        ("blackbox", "margin", "rank", "matched"), ("blackbox-loss-perm", "loss", "perm", "matched"),
+        ("blackbox-margin-perm-mean", "margin", "perm", "mean")]
+
+
+@pytest.mark.parametrize("detect", [{"reference_fit": "median"}, {"blackbox_variants": ["margin:perm:median"]},
+                                    {"blackbox_variants": ["margin:perm:matched:x"]}])
+def test_bad_reference_fits_are_refused(detect):
+    with pytest.raises(ConfigError, match="black-box variant"):
+        _config(**detect)
+
+
+def test_a_matched_variant_is_recorded_beside_the_main_test(tmp_path, toy_data, toy_marker):
+    config = _config(reference_models=2, combine="perm", blackbox_variants=["margin:perm:matched"])
+    context = Context(config, tmp_path, marker=toy_marker, data=toy_data)
+    verdicts = _detect(expand_grid(config)[0], context, context.reference_model(0))
+    assert verdicts["blackbox"].test == "blackbox-perm-did"
+    matched = verdicts["blackbox-margin-perm-matched"]
+    assert matched.test == "blackbox-perm-matched" and matched.details["reference_fit"] == "matched"
+    assert matched.log10_p != verdicts["blackbox"].log10_p

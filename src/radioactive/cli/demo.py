@@ -37,6 +37,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help=f"black-box control carrier sets K ({D['num_controls']})")
     parser.add_argument("--references", type=int, default=D["reference_models"],
                         help=f"clean reference models for difference in differences ({D['reference_models']}; 0: none)")
+    parser.add_argument("--reference-fit", choices=["mean", "matched", "matched-class"], default=D["reference_fit"],
+                        help="how the references enter the headline test: matched (the suspect's leave-one-out "
+                             f"prediction from them) or mean (plain difference in differences) ({D['reference_fit']})")
     parser.add_argument("--null-trials", type=int, default=D["whitebox_null_trials"],
                         help=f"random keys scored by the white-box test as its empirical null ({D['whitebox_null_trials']})")
     parser.add_argument("--precision", choices=["float32", "bfloat16"], default=D["precision"],
@@ -66,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
                          mark_steps=args.mark_steps, mark_lr=args.mark_lr, train_images=args.train_images,
                          probes=args.probes, num_controls=args.controls, reference_models=args.references,
                          whitebox_null_trials=args.null_trials, marker=args.marker, precision=args.precision,
-                         mark_precision=args.mark_precision,
+                         mark_precision=args.mark_precision, reference_fit=args.reference_fit,
                          device=str(resolve_device(args.device)))
 
     def progress(line: str) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from ..detect.matched import REFERENCE_FITS
 from ..detect.settings import COMBINATIONS, STATISTICS
 from ..detect.verdict import DEFAULT_ALPHA
 from ..errors import ConfigError
@@ -80,7 +81,10 @@ class DetectSettings:
     ``gradient`` (:func:`radioactive.detect.gradient.gradient_whitebox` on the reference images, exact) and
     ``blackbox`` (``statistic`` and ``combine``). ``blackbox_variants`` (``"loss:perm"``, ...) are more
     black-box tests computed from the same observations, recorded as ``blackbox-<statistic>-<combine>``: they
-    cost no extra marking or queries. ``gradient_reference_images`` > 0 runs the gradient test on the first
+    cost no extra marking or queries. ``reference_fit`` is how the reference models enter the main test
+    (``mean``: their mean is subtracted; ``matched`` / ``matched-class``: the suspect's leave-one-out prediction
+    from them, :mod:`radioactive.detect.matched`); a variant ``"margin:perm:matched"`` names its own fit and is
+    recorded as ``blackbox-margin-perm-matched``. ``gradient_reference_images`` > 0 runs the gradient test on the first
     that many reference images only (it costs one suspect backward and one marker JVP per image and class). ``whitebox_null_trials``
     > 0 also scores that many random keys against the suspect (the white-box test's empirical null; cheap).
 
@@ -106,6 +110,7 @@ class DetectSettings:
     alpha: float = DEFAULT_ALPHA
     reference_models: int = 1
     reference_archs: tuple[str, ...] = ()
+    reference_fit: str = "mean"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tests", tuple(self.tests))
@@ -118,11 +123,12 @@ class DetectSettings:
         if not 0 < self.alpha < 1:
             raise ConfigError(f"alpha must be in (0, 1), got {self.alpha}")
         object.__setattr__(self, "blackbox_variants", tuple(self.blackbox_variants))
-        for variant in ((f"{self.statistic}:{self.combine}",) + self.blackbox_variants):
-            statistic, _, combine = variant.partition(":")
-            if statistic not in STATISTICS or combine not in COMBINATIONS:
-                raise ConfigError(f"black-box variant {variant!r} must be 'statistic:combine' with statistic in "
-                                  f"{list(STATISTICS)} and combine in {list(COMBINATIONS)}")
+        for variant in ((f"{self.statistic}:{self.combine}:{self.reference_fit}",) + self.blackbox_variants):
+            statistic, combine, fit = _variant(variant, self.reference_fit)
+            if statistic not in STATISTICS or combine not in COMBINATIONS or fit not in REFERENCE_FITS:
+                raise ConfigError(f"black-box variant {variant!r} must be 'statistic:combine' or "
+                                  f"'statistic:combine:fit' with statistic in {list(STATISTICS)}, combine in "
+                                  f"{list(COMBINATIONS)} and fit in {list(REFERENCE_FITS)}")
         if self.gradient_images not in ("own", "all"):
             raise ConfigError(f"gradient_images must be 'own' or 'all', got {self.gradient_images!r}")
         object.__setattr__(self, "reference_archs", tuple(self.reference_archs))
@@ -138,12 +144,14 @@ class DetectSettings:
         if not self.reference_model and (count != 1 or self.reference_archs):
             raise ConfigError("reference_models and reference_archs need reference_model = true")
 
-    def variant_names(self, prefix: str = "blackbox") -> list[tuple[str, str, str]]:
-        """(record name, statistic, combine) of every black-box test: the main one first."""
-        out = [(prefix, self.statistic, self.combine)]
+    def variant_names(self, prefix: str = "blackbox") -> list[tuple[str, str, str, str]]:
+        """(record name, statistic, combine, reference fit) of every black-box test: the main one first. A
+        variant without a fit takes the main test's."""
+        out = [(prefix, self.statistic, self.combine, self.reference_fit)]
         for variant in self.blackbox_variants:
-            statistic, _, combine = variant.partition(":")
-            out.append((f"{prefix}-{statistic}-{combine}", statistic, combine))
+            statistic, combine, fit = _variant(variant, self.reference_fit)
+            named = variant.count(":") == 2
+            out.append((f"{prefix}-{statistic}-{combine}" + (f"-{fit}" if named else ""), statistic, combine, fit))
         return out
 
     def reference_arch_list(self) -> list[str]:
@@ -166,7 +174,17 @@ class DetectSettings:
             out["reference_archs"] = list(self.reference_archs)
         else:
             out.pop("reference_archs")
+        if self.reference_fit == "mean":
+            out.pop("reference_fit")
         return out
+
+
+def _variant(text: str, default_fit: str) -> tuple[str, str, str]:
+    """``"statistic:combine[:fit]"`` -> (statistic, combine, fit)."""
+    parts = text.split(":")
+    if len(parts) > 3:
+        return parts[0], parts[1], ""  # refused by the caller, naming the variant
+    return parts[0], parts[1] if len(parts) > 1 else "", parts[2] if len(parts) > 2 else default_fit
 
 
 @dataclass(frozen=True)

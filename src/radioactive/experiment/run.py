@@ -103,9 +103,9 @@ def _detect(spec: RunSpec, context: Context, model: torch.nn.Module, *, weights:
             reference=reference, config=context.config.mark_config(), seed=derive_seed("marking", spec.seed),
             cache_dir=context.cache / "probes",
         )
-        for name, statistic, combine in detect.variant_names(source):
+        for name, statistic, combine, reference_fit in detect.variant_names(source):
             verdicts[name] = verdict_from_observations(observations, statistic=statistic, combine=combine,
-                                                       alpha=detect.alpha)
+                                                       alpha=detect.alpha, reference_fit=reference_fit)
     if context.config.twins.enabled:
         verdicts.update(twins_verdicts(context, spec.seed, spec.fraction, model))
     return verdicts
