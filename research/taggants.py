@@ -44,7 +44,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from radioactive._io import atomic_write, atomic_write_json, sha256_file, versions
-from radioactive.detect.taggants import taggant_keys, taggant_test
+from radioactive.detect.taggants import TaggantKeys, taggant_keys, taggant_test
 from radioactive.fmnist import fashion_mnist_splits
 from radioactive.nets import load_checkpoint, make_spec, save_checkpoint
 from radioactive.train import TrainRecipe, dataset_fingerprint, fit
@@ -149,7 +149,7 @@ def calibration(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     cells: dict[str, Any] = {}
     for count in args.counts:
-        keys = [taggant_keys(count, 10, seed=CALIBRATION_SEED + 1000 * count + i, sigma=args.sigma)
+        keys = [make_keys(args.key_family, count, CALIBRATION_SEED + 1000 * count + i, args.sigma)
                 for i in range(args.keys)]
         images = torch.cat([k.images for k in keys])
         for name, model in suspects.items():
@@ -171,7 +171,9 @@ def calibration(args: argparse.Namespace) -> None:
                 "keys (key images and secret labels) on clean suspects",
         "command": "research/taggants.py " + " ".join(sys.argv[1:]), "suspects": described,
         "keys_per_cell": args.keys, "key_counts": args.counts, "queries_per_audit": {str(c): c for c in args.counts},
-        "key_recipe": {"kind": "blurred Gaussian noise stretched to [0, 1], 8-bit grid", "sigma": args.sigma,
+        "key_recipe": {"family": args.key_family, "sigma": args.sigma, "kind": {
+                           "smooth": "blurred Gaussian noise stretched to [0, 1], 8-bit grid (taggant_keys)",
+                           "mix2": "average of two held-out images, 8-bit grid"}[args.key_family],
                        "seeds": f"{CALIBRATION_SEED} + 1000 * count + i, i < {args.keys}"},
         "ties": "conservative", "cells": cells, "ok": ok, "seconds": time.perf_counter() - start,
         "versions": versions()})
@@ -190,6 +192,20 @@ def allocate(key_labels: torch.Tensor, budget: int, num_classes: int) -> list[in
     return base.tolist()
 
 
+def make_keys(family: str, num_keys: int, seed: int, sigma: float) -> TaggantKeys:
+    """Key images of a family and secret labels uniform on the 10 classes (drawn from ``seed`` alone, with no look
+    at any model). ``smooth``: :func:`taggant_keys`; ``mix2``: the average of two held-out (never published)
+    Fashion-MNIST images, rounded to 8 bits (less confident, more varied predictions than smooth noise, which every
+    clean model measured here calls ``bag``)."""
+    if family == "smooth":
+        return taggant_keys(num_keys, 10, seed=seed, sigma=sigma)
+    holdout = fashion_mnist_splits()["holdout"][0].double()
+    order = torch.randperm(len(holdout), generator=torch.Generator().manual_seed(seed + 3))[: 2 * num_keys]
+    images = ((holdout[order[0::2]] + holdout[order[1::2]]) / 2).round().div(255).float()
+    labels = torch.randint(10, (num_keys,), generator=torch.Generator().manual_seed(seed), dtype=torch.int64)
+    return TaggantKeys(images, labels, 10, seed, 0.0)
+
+
 def target_gradients(model: torch.nn.Module, keys_images: torch.Tensor, key_labels: torch.Tensor,
                      classes: list[int]) -> dict[int, list[torch.Tensor]]:
     params = [p for p in model.parameters() if p.requires_grad]
@@ -205,7 +221,7 @@ def craft(args: argparse.Namespace) -> None:
     torch.manual_seed(0)  # unused by the code below (explicit generators); guards library defaults
     splits = fashion_mnist_splits()
     images, labels = splits["owner"]
-    keys = taggant_keys(args.num_keys, 10, seed=args.key_seed, sigma=args.sigma)
+    keys = make_keys(args.key_family, args.num_keys, args.key_seed, args.sigma)
     budget = int(round(args.fraction * len(labels)))
     per_class = allocate(keys.labels, budget, 10)
     gen = torch.Generator().manual_seed(args.key_seed + 1)
@@ -270,7 +286,7 @@ def craft(args: argparse.Namespace) -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"config": vars(args), "steps_run": steps, "per_class": per_class, "surrogates": [name for _, name in surrogates],
-            "key": keys.to_dict(), "radius_l2": radius, "craft_seconds": craft_seconds, "history": history,
+            "key": keys.to_dict() | {"family": args.key_family}, "radius_l2": radius, "craft_seconds": craft_seconds, "history": history,
             "psnr_min": float(values.min()), "psnr_median": float(values.median()), "marked": len(indices),
             "owner_fingerprint": dataset_fingerprint(images, labels), "threads": torch.get_num_threads(),
             "versions": versions()}
@@ -423,11 +439,13 @@ def main(argv: list[str] | None = None) -> None:
     cal.add_argument("--keys", type=int, default=200)
     cal.add_argument("--counts", type=int, nargs="+", default=[10, 30, 100, 300])
     cal.add_argument("--sigma", type=float, default=2.0)
+    cal.add_argument("--key-family", choices=["smooth", "mix2"], default="smooth")
     cal.add_argument("--out", default="benchmarks/results/taggants/calibration.json")
     cr = sub.add_parser("craft")
     cr.add_argument("--num-keys", type=int, default=100)
     cr.add_argument("--key-seed", type=int, default=2_500_001)
     cr.add_argument("--sigma", type=float, default=2.0)
+    cr.add_argument("--key-family", choices=["smooth", "mix2"], default="smooth")
     cr.add_argument("--fraction", type=float, default=0.1)
     cr.add_argument("--surrogates", nargs="+", default=["marker"])
     cr.add_argument("--steps", type=int, default=40)
