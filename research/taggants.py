@@ -388,6 +388,11 @@ def feasibility(args: argparse.Namespace) -> None:
     key_images, key_labels = craft_data["key_images"], craft_data["key_labels"]
     images, labels = published(craft_data)
     clean_images, _ = fashion_mnist_splits()["owner"]
+    tag = "taggants"
+    if args.oracle_copies:  # upper bound: the originals plus the key images themselves, labelled, N copies each
+        images = torch.cat([clean_images, (key_images * 255).round().to(torch.uint8).repeat(args.oracle_copies, 1, 1, 1)])
+        labels = torch.cat([labels, key_labels.repeat(args.oracle_copies)])
+        tag = f"oracle{args.oracle_copies}"
     counts = [c for c in (10, 30, 100, 300) if c <= len(key_labels)]
     if len(key_labels) not in counts:
         counts.append(len(key_labels))
@@ -395,21 +400,21 @@ def feasibility(args: argparse.Namespace) -> None:
     record = json.loads(out_path.read_text()) if out_path.is_file() else {"runs": {}}
     for seed in args.seeds:
         for suspect in args.suspects:
-            name = f"{Path(args.craft).stem}/{suspect}/seed{seed}"
+            name = f"{Path(args.craft).stem}/{suspect}/seed{seed}" + (f"/{tag}" if args.oracle_copies else "")
             if name in record["runs"]:
                 say(f"{name}: done earlier")
                 continue
             start = time.perf_counter()
             if suspect == "cnn":
-                marked_model, marked_info = train_cnn(images, labels, seed, "taggants")
-                clean_model, clean_info = train_cnn(clean_images, labels, seed, "clean")
+                marked_model, marked_info = train_cnn(images, labels, seed, tag)
+                clean_model, clean_info = train_cnn(clean_images, labels[: len(clean_images)], seed, "clean")
                 recipe = {"trainer": "radioactive.train.fit", **GRID_RECIPE.to_dict()}
             else:
                 marked_model, marked_info = train_third_party(images, labels, suspect, seed)
                 clean_model, clean_info = suite_clean(suspect, seed)
                 recipe = {"trainer": f"heldout/train.py --arch {suspect.split('-')[0]} --recipe "
                                      f"{suspect.split('-', 1)[1]} --epochs 3 --seed {seed}"}
-            run = {"suspect": suspect, "seed": seed, "recipe": recipe,
+            run = {"suspect": suspect, "seed": seed, "recipe": recipe, "oracle_copies": args.oracle_copies,
                    "marked": {"test_accuracy": marked_info.get("test_accuracy"),
                               "audit": audit(marked_model, key_images, key_labels, counts)},
                    "clean_twin": {"test_accuracy": clean_info.get("test_accuracy"),
@@ -459,6 +464,8 @@ def main(argv: list[str] | None = None) -> None:
     fe.add_argument("--craft", required=True)
     fe.add_argument("--seeds", type=int, nargs="+", default=[0])
     fe.add_argument("--suspects", nargs="+", default=["cnn"])
+    fe.add_argument("--oracle-copies", type=int, default=0,
+                    help="upper bound instead of the craft: train on the originals plus N labelled copies of each key")
     fe.add_argument("--out", default="benchmarks/results/taggants/feasibility.json")
     args = parser.parse_args(argv)
     {"calibration": calibration, "craft": craft, "feasibility": feasibility}[args.command](args)
