@@ -137,7 +137,9 @@ def _test_titles(config: ExperimentConfig) -> list[tuple[str, str]]:
     """(record name, title) of the demo's tests, the headline first."""
     detect = config.detect
     titles = [("blackbox", f"black-box, {detect.statistic} (headline)")]
-    titles += [(name, f"black-box, {statistic}") for name, statistic, _, _ in detect.variant_names()[1:]]
+    fits = {"mean": "mean of references", "matched": "matched", "matched-class": "matched per class"}
+    titles += [(name, f"black-box, {statistic}" + (f", {fits[fit]}" if fit != detect.reference_fit else ""))
+               for name, statistic, _, fit in detect.variant_names()[1:]]
     if "whitebox" in detect.tests:
         titles.append(("whitebox", "white-box (weak with 10 classes)"))
     return [(name, title) for name, title in titles if name in detect.tests or name.startswith("blackbox-")]

@@ -60,7 +60,7 @@ def test_cli_blackbox_end_to_end(cli_setup, capsys):
                  str(tmp / "b.json"), "--report", str(tmp / "brep"))
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "blackbox-t-did" in out
+    assert "blackbox-t-matched" in out  # references matched to the suspect: the default fit
     assert json.loads((tmp / "b.json").read_text())["verdict"]["counts"]["controls"] == 3
     assert (tmp / "brep" / "blackbox.png").is_file()
     assert main(_base(tmp, "--black-box")) != 0

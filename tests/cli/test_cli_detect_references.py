@@ -30,7 +30,8 @@ def _blackbox(tmp, *more):
 def test_two_reference_models_are_averaged_and_reported(files, capsys):
     tmp = files
     args = _blackbox(tmp, "--reference-model", str(tmp / "ref1.safetensors"), "--reference-model",
-                     str(tmp / "ref2.safetensors"), "--json", str(tmp / "two.json"), "--report", str(tmp / "rep"))
+                     str(tmp / "ref2.safetensors"), "--json", str(tmp / "two.json"), "--report", str(tmp / "rep"),
+                     "--reference-fit", "mean")
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "blackbox-perm-did" in out and "reference   2 model(s) alone vs controls" in out and "evidence    " in out

@@ -111,7 +111,7 @@ def test_reference_arch_takes_a_user_module(user_world, monkeypatch):
             "clean.safetensors", "--reference-arch", "usernets:build", "--probes", str(root / "ref"),
             "--probes-per-class", "1", "--controls", "2", "--steps", "1", "--cache-dir", "", "--json", "b.json"]
     assert main(args) == 0
-    assert json.loads((root / "work" / "b.json").read_text())["verdict"]["test"].endswith("-did")
+    assert json.loads((root / "work" / "b.json").read_text())["verdict"]["test"].endswith("-matched")
 
 
 @pytest.mark.parametrize(("arch", "named"), [

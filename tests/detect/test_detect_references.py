@@ -55,8 +55,8 @@ def test_did_with_two_references_subtracts_their_mean(marker, probes):
     for single in alone:
         assert not np.allclose(statistic_values(single, "margin", True)[1], expected)
     # The public front takes the same sequence.
-    verdict = blackbox(suspect, key, probes, marker=marker, settings=BlackboxSettings(mark=CONFIG, num_controls=5),
-                       reference=(first, second))
+    settings = BlackboxSettings(mark=CONFIG, num_controls=5, reference_fit="mean")
+    verdict = blackbox(suspect, key, probes, marker=marker, settings=settings, reference=(first, second))
     np.testing.assert_allclose([c.statistic for c in verdict.classes], expected[0], atol=1e-12)
 
 

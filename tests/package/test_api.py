@@ -49,4 +49,4 @@ def test_readme_quickstart_runs(tmp_path, monkeypatch):
     assert float(psnr(namespace["published"], originals).min()) >= 40.0
     verdict = namespace["verdict"]
     assert verdict.key_fingerprint == namespace["key"].fingerprint
-    assert verdict.test == "blackbox-perm-did" and verdict.counts["controls"] == 3
+    assert verdict.test == "blackbox-perm-matched" and verdict.counts["controls"] == 3  # the default fit

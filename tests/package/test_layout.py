@@ -113,7 +113,7 @@ def test_modules_stay_small():
 LAYERS = [
     {"errors", "_io", "stats", "distributed", "_stamps", "demo_defaults", "_progress"},
     {"data", "manifest"},
-    {"fmnist", "_lists", "sources"},
+    {"fmnist", "fmnist_pairs", "_lists", "sources"},
     {"nets", "train"},
     {"key", "marker", "zoo"},
     {"augment", "_device", "_optimise", "mark", "_shard", "publish", "twins"},

@@ -91,10 +91,10 @@ def add_parser(subparsers: Any) -> None:
                        help="clean model trained by the auditor (difference in differences), or a bank folder made "
                             "by 'radioactive references' (every model in it), or 'fashion-mnist' (the shipped bank); "
                             "repeat it for several (each must be independent of the key)")
-    black.add_argument("--reference-fit", default="mean", choices=REFERENCE_FITS,
-                       help="how the references enter: mean (subtract their mean response, default) or matched / "
-                            "matched-class (subtract the suspect's leave-one-out prediction from every reference; "
-                            "exact)")
+    black.add_argument("--reference-fit", default="matched", choices=REFERENCE_FITS,
+                       help="how the references enter: matched (default: subtract the suspect's leave-one-out "
+                            "prediction from every reference; exact), matched-class (weights per class) or mean "
+                            "(subtract their mean response: plain difference in differences)")
     black.add_argument("--reference-arch", action="append", default=None, metavar="ARCH",
                        help="architecture of --reference-model weights: once for all of them, or once per "
                             "--reference-model, in the same order (names as --arch, your module:callable included)")
