@@ -245,7 +245,8 @@ def detect(context: Context, model: torch.nn.Module, seed: int, kind: str, rando
     predict = model_predictor(model)
     owner_of = {keys[owner].fingerprint: owner for owner in OWNERS}
     settings = {owner: BlackboxSettings(
-        num_controls=config.detect.num_controls, statistic="margin", combine="perm", mark=config.mark_config(),
+        num_controls=config.detect.num_controls, statistic="margin", combine="perm", reference_fit="mean",
+        mark=config.mark_config(),
         seed=derive_seed("marking", seeds[owner]), mark_origin="the configuration's [mark], the owner's marking seed",
         cache_dir=context.cache / "probes", alpha=alpha) for owner in OWNERS}
     black = detect_keys([keys["A"], keys["B"]], lambda key: blackbox(
