@@ -110,9 +110,29 @@ def scores_of(model: torch.nn.Module, images: torch.Tensor, batch: int = 1000) -
     return torch.cat([model(images[i:i + batch]).float() for i in range(0, len(images), batch)])
 
 
-def fpr_check(log10_ps: np.ndarray, alphas=(0.01, 0.05, 0.1)) -> dict:
-    """Empirical P(p <= alpha) against the 99 % binomial interval at alpha, and a KS p against uniform (as
-    benchmarks/bench_calibration.py)."""
+def exact_level(statistic: str, count: int, alpha: float, num_classes: int = 10) -> float:
+    """P(p <= alpha) under H0 for a test of ``count`` keys: at most alpha, below it where the law is discrete."""
+    from scipy.stats import binom
+
+    from radioactive.detect.taggants import _count_at_most
+
+    if statistic == "rank_sum":
+        level = 0.0
+        for total in range(count * (num_classes - 1) + 1):
+            p = _count_at_most(total, count, num_classes) / num_classes**count
+            if p > alpha * (1 + 1e-12):
+                return level
+            level = p
+        return level
+    prob = int(statistic[3:]) / num_classes  # topK
+    tails = binom.sf(np.arange(count + 1) - 1, count, prob)
+    return float(tails[tails <= alpha * (1 + 1e-12)].max(initial=0.0))
+
+
+def fpr_check(log10_ps: np.ndarray, statistic: str, count: int, alphas=(0.01, 0.05, 0.1)) -> dict:
+    """Empirical P(p <= alpha) against the 99 % binomial upper bound at alpha (as benchmarks/bench_calibration.py),
+    and against the 99 % interval around the exact level (the discrete laws reach alpha only at their atoms); a
+    KS p against the continuous uniform (small for discrete tests at few keys: their p-values are conservative)."""
     from scipy.stats import kstest
 
     from radioactive.stats import binomial_interval
@@ -120,9 +140,12 @@ def fpr_check(log10_ps: np.ndarray, alphas=(0.01, 0.05, 0.1)) -> dict:
     out: dict[str, Any] = {"n": len(log10_ps)}
     for alpha in alphas:
         hits = int((log10_ps <= math.log10(alpha) + 1e-12).sum())
-        low, high = binomial_interval(len(log10_ps), alpha, 0.99)
+        _, high = binomial_interval(len(log10_ps), alpha, 0.99)
+        level = exact_level(statistic, count, alpha)
+        low_exact, high_exact = binomial_interval(len(log10_ps), level, 0.99) if level > 0 else (0, 0)
         out |= {f"fpr@{alpha}": hits / len(log10_ps), f"hits@{alpha}": hits, f"upper99@{alpha}": high,
-                f"lower99@{alpha}": low, f"ok@{alpha}": hits <= high}
+                f"ok@{alpha}": hits <= high, f"exact_level@{alpha}": level,
+                f"within99_of_exact@{alpha}": low_exact <= hits <= high_exact}
     out["ks_pvalue"] = float(kstest(10.0 ** log10_ps, "uniform").pvalue)
     out["min_log10_p"] = float(log10_ps.min())
     return out
@@ -160,7 +183,7 @@ def calibration(args: argparse.Namespace) -> None:
                 top1.append(verdict.log10_p_top_k)
                 top3.append(taggant_test(key_scores, key.labels, k=3).log10_p_top_k)
             cells.setdefault(str(count), {})[name] = {
-                stat: fpr_check(np.array(v)) | {"log10_p": [round(x, 6) for x in v]}
+                stat: fpr_check(np.array(v), stat, count) | {"log10_p": [round(x, 6) for x in v]}
                 for stat, v in (("rank_sum", rank_sum), ("top1", top1), ("top3", top3))}
         say(f"{count} keys per audit: done ({time.perf_counter() - start:.0f} s)")
     ok = all(c[f"ok@{a}"] for by_suspect in cells.values() for stats in by_suspect.values() for c in stats.values()
@@ -177,6 +200,20 @@ def calibration(args: argparse.Namespace) -> None:
         "ties": "conservative", "cells": cells, "ok": ok, "seconds": time.perf_counter() - start,
         "versions": versions()})
     say(f"calibration ok={ok}")
+
+
+def recheck(args: argparse.Namespace) -> None:
+    """Recompute every cell's rates of a calibration record from its stored log10 p (no model is run)."""
+    record = json.loads(Path(args.record).read_text())
+    for count, by_suspect in record["cells"].items():
+        for stats in by_suspect.values():
+            for stat, cell in stats.items():
+                stats[stat] = fpr_check(np.array(cell["log10_p"]), stat, int(count)) | {"log10_p": cell["log10_p"]}
+    record["ok"] = all(c[f"ok@{a}"] for by_suspect in record["cells"].values() for stats in by_suspect.values()
+                       for c in stats.values() for a in (0.01, 0.05, 0.1))
+    record["rechecked_with"] = "research/taggants.py " + " ".join(sys.argv[1:])
+    atomic_write_json(Path(args.record), record)
+    say(f"{args.record}: ok={record['ok']}")
 
 
 # -- crafting -----------------------------------------------------------------------------------------------
@@ -444,6 +481,8 @@ def main(argv: list[str] | None = None) -> None:
     cal.add_argument("--sigma", type=float, default=2.0)
     cal.add_argument("--key-family", choices=["smooth", "mix2"], default="smooth")
     cal.add_argument("--out", default="benchmarks/results/taggants/calibration.json")
+    rc = sub.add_parser("recheck")
+    rc.add_argument("record")
     cr = sub.add_parser("craft")
     cr.add_argument("--num-keys", type=int, default=100)
     cr.add_argument("--key-seed", type=int, default=2_500_001)
@@ -466,7 +505,7 @@ def main(argv: list[str] | None = None) -> None:
                     help="upper bound instead of the craft: train on the originals plus N labelled copies of each key")
     fe.add_argument("--out", default="benchmarks/results/taggants/feasibility.json")
     args = parser.parse_args(argv)
-    {"calibration": calibration, "craft": craft, "feasibility": feasibility}[args.command](args)
+    {"calibration": calibration, "recheck": recheck, "craft": craft, "feasibility": feasibility}[args.command](args)
 
 
 if __name__ == "__main__":
