@@ -471,6 +471,38 @@ def feasibility(args: argparse.Namespace) -> None:
             atomic_write_json(out_path, record)
 
 
+def proxy(args: argparse.Namespace) -> None:
+    """Does the craft work at the surrogate itself? One epoch of fine-tuning of the surrogate on the published set
+    and, with the same seed, on the originals; the secret labels' log-probabilities and ranks on the keys after
+    each. A craft with no effect here cannot work on a model trained from scratch."""
+    craft_data = read_craft(args.craft)
+    key_images, key_labels = craft_data["key_images"], craft_data["key_labels"]
+    images, labels = published(craft_data)
+    clean_images, _ = fashion_mnist_splits()["owner"]
+    recipe = TrainRecipe(mode="finetune", epochs=1, lr=args.lr, schedule="constant", crop_padding=2, flip=True)
+    rows = torch.arange(len(key_labels))
+    out = {}
+    for name, data in (("published", images), ("originals", clean_images)):
+        surrogate, surrogate_name = load_surrogate(craft_data["meta"]["config"]["surrogates"][0])
+        start = time.perf_counter()
+        keep = slice(0, args.train_images or len(labels))  # a prefix, for smoke runs only
+        model = fit(surrogate, data[keep], labels[keep], recipe=recipe, seed=args.seed).model.eval()
+        log_probs = scores_of(model, key_images).log_softmax(1)[rows, key_labels]
+        out[name] = {"secret_log_prob": log_probs.tolist(), "mean_secret_log_prob": float(log_probs.mean()),
+                     "audit": audit(model, key_images, key_labels, [len(key_labels)]), "surrogate": surrogate_name,
+                     "seconds": time.perf_counter() - start}
+    delta = np.array(out["published"]["secret_log_prob"]) - np.array(out["originals"]["secret_log_prob"])
+    record_path = Path(args.out)
+    record = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    record.setdefault("proxy", {})[Path(args.craft).stem] = {
+        "what": "surrogate fine-tuned 1 epoch on the published set vs on the originals (same seed)",
+        "recipe": recipe.to_dict(), "seed": args.seed, "train_images": args.train_images or len(labels), "runs": out,
+        "mean_delta_secret_log_prob": float(delta.mean()),
+        "t_delta": float(delta.mean() / (delta.std(ddof=1) / math.sqrt(len(delta)))) if len(delta) > 1 else None}
+    atomic_write_json(record_path, record)
+    say(f"proxy {Path(args.craft).stem}: mean delta secret log-prob {delta.mean():.3f}")
+
+
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -504,8 +536,15 @@ def main(argv: list[str] | None = None) -> None:
     fe.add_argument("--oracle-copies", type=int, default=0,
                     help="upper bound instead of the craft: train on the originals plus N labelled copies of each key")
     fe.add_argument("--out", default="benchmarks/results/taggants/feasibility.json")
+    px = sub.add_parser("proxy")
+    px.add_argument("--craft", required=True)
+    px.add_argument("--lr", type=float, default=0.01)
+    px.add_argument("--seed", type=int, default=0)
+    px.add_argument("--train-images", type=int, default=0, help="smoke: fine-tune on this many images (0: all)")
+    px.add_argument("--out", default="benchmarks/results/taggants/feasibility.json")
     args = parser.parse_args(argv)
-    {"calibration": calibration, "recheck": recheck, "craft": craft, "feasibility": feasibility}[args.command](args)
+    {"calibration": calibration, "recheck": recheck, "craft": craft, "feasibility": feasibility,
+     "proxy": proxy}[args.command](args)
 
 
 if __name__ == "__main__":
