@@ -26,6 +26,7 @@ the trainer's random crop (pad 2) and flip, projected onto the per-image PSNR ba
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import logging
@@ -55,7 +56,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "runs" / "taggants"
 log = logging.getLogger("taggants")
 GRID_RECIPE = TrainRecipe(epochs=3, batch_size=128, lr=0.05, schedule="cosine", crop_padding=2, flip=True)
-CALIBRATION_SEED = 7_300_000  # calibration keys: seed CALIBRATION_SEED + 1000 * count + i (no other key's seeds)
+CALIBRATION_SEED = 7_300_000  # calibration keys: seed base + stride * count + i (no other key's seeds)
 
 
 def say(message: str) -> None:
@@ -156,7 +157,7 @@ def calibration(args: argparse.Namespace) -> None:
     """FPR of both combinations over random keys on clean suspects the project did not train (and the bank)."""
     suspects: dict[str, Any] = {}
     described: dict[str, Any] = {}
-    for pair in ("preact_resnet-adamw", "convmixer-mixup_ema"):
+    for pair in ("preact_resnet-adamw", "convmixer-mixup_ema")[: 0 if args.bank_only else 2]:
         model, info = suite_clean(pair, 0)
         suspects[pair] = model
         described[pair] = {"source": f"heldout/suite.toml {pair}, fraction 0, seed 0 (heldout/train.py; not "
@@ -171,7 +172,7 @@ def calibration(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     cells: dict[str, Any] = {}
     for count in args.counts:
-        keys = [make_keys(args.key_family, count, CALIBRATION_SEED + 1000 * count + i, args.sigma)
+        keys = [make_keys(args.key_family, count, args.seed_base + args.seed_stride * count + i, args.sigma)
                 for i in range(args.keys)]
         images = torch.cat([k.images for k in keys])
         for name, model in suspects.items():
@@ -196,7 +197,7 @@ def calibration(args: argparse.Namespace) -> None:
         "key_recipe": {"family": args.key_family, "sigma": args.sigma, "kind": {
                            "smooth": "blurred Gaussian noise stretched to [0, 1], 8-bit grid (taggant_keys)",
                            "mix2": "average of two held-out images, 8-bit grid"}[args.key_family],
-                       "seeds": f"{CALIBRATION_SEED} + 1000 * count + i, i < {args.keys}"},
+                       "seeds": f"{args.seed_base} + {args.seed_stride} * count + i, i < {args.keys}"},
         "ties": "conservative", "cells": cells, "ok": ok, "seconds": time.perf_counter() - start,
         "versions": versions()})
     say(f"calibration ok={ok}")
@@ -228,6 +229,11 @@ def allocate(key_labels: torch.Tensor, budget: int, num_classes: int) -> list[in
     return base.tolist()
 
 
+@functools.lru_cache(maxsize=1)
+def _holdout_images() -> torch.Tensor:
+    return fashion_mnist_splits()["holdout"][0].double()
+
+
 def make_keys(family: str, num_keys: int, seed: int, sigma: float) -> TaggantKeys:
     """Key images of a family and secret labels uniform on the 10 classes (drawn from ``seed`` alone, with no look
     at any model). ``smooth``: :func:`taggant_keys`; ``mix2``: the average of two held-out (never published)
@@ -235,7 +241,7 @@ def make_keys(family: str, num_keys: int, seed: int, sigma: float) -> TaggantKey
     clean model measured here calls ``bag``)."""
     if family == "smooth":
         return taggant_keys(num_keys, 10, seed=seed, sigma=sigma)
-    holdout = fashion_mnist_splits()["holdout"][0].double()
+    holdout = _holdout_images()
     order = torch.randperm(len(holdout), generator=torch.Generator().manual_seed(seed + 3))[: 2 * num_keys]
     images = ((holdout[order[0::2]] + holdout[order[1::2]]) / 2).round().div(255).float()
     labels = torch.randint(10, (num_keys,), generator=torch.Generator().manual_seed(seed), dtype=torch.int64)
@@ -512,6 +518,9 @@ def main(argv: list[str] | None = None) -> None:
     cal.add_argument("--counts", type=int, nargs="+", default=[10, 30, 100, 300])
     cal.add_argument("--sigma", type=float, default=2.0)
     cal.add_argument("--key-family", choices=["smooth", "mix2"], default="smooth")
+    cal.add_argument("--seed-base", type=int, default=CALIBRATION_SEED)
+    cal.add_argument("--seed-stride", type=int, default=1000, help="key seeds: base + stride * count + i")
+    cal.add_argument("--bank-only", action="store_true", help="only the shipped bank's members as suspects")
     cal.add_argument("--out", default="benchmarks/results/taggants/calibration.json")
     rc = sub.add_parser("recheck")
     rc.add_argument("record")
