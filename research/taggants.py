@@ -1,18 +1,31 @@
 """Research (issue 25, lever 5): data taggants — secret OOD key images with secret labels, clean-label marks made
 by gradient matching on a surrogate, the exact rank test of :mod:`radioactive.detect.taggants`.
 
-One-off research code, not part of the product. Three commands (run each heavy one under the shared lock):
+One-off research code, not part of the product. The commands that made the records (each heavy one under the
+shared lock, ``flock /tmp/radioactive-heavy.lock``; ``P = .venv/bin/python research/taggants.py``):
 
-    # calibration: random keys x clean suspects the project did not train (and the shipped bank), seconds to minutes
-    flock /tmp/radioactive-heavy.lock .venv/bin/python research/taggants.py calibration --keys 200 \\
-        --out benchmarks/results/taggants/calibration.json
-    # crafting: 10 % of the owner split (5,500 images) marked towards 100 secret keys, <= ~30 min CPU
-    flock /tmp/radioactive-heavy.lock .venv/bin/python research/taggants.py craft --num-keys 100 --key-seed 2500001 \\
-        --steps 40 --out runs/taggants/craft-k100.safetensors
-    # feasibility: cnn suspect (the grid's recipe) and its clean twin, then the open suite's preact_resnet-adamw
-    flock /tmp/radioactive-heavy.lock .venv/bin/python research/taggants.py feasibility \\
-        --craft runs/taggants/craft-k100.safetensors --seeds 0 --suspects cnn preact_resnet-adamw \\
-        --out benchmarks/results/taggants/feasibility.json
+    # calibration: random keys x clean suspects (the open suite's two clean seed-0 suspects, the shipped bank)
+    $P calibration --keys 200 --out benchmarks/results/taggants/calibration.json                  # smooth keys
+    $P calibration --keys 200 --key-family mix2 --out benchmarks/results/taggants/calibration-mix2.json
+    $P calibration --keys 1000 --counts 30 100 --key-family mix2 --seed-base 7600000 --seed-stride 10000 \
+        --out benchmarks/results/taggants/calibration-mix2-confirm.json
+    # crafting: 10 % of the owner split (5,500 images), <= ~30 min on 2 cores (the steps follow the time budget)
+    $P craft --num-keys 100 --key-seed 2500001 --steps 200 --max-seconds 1500 --lr 0.005 \
+        --out runs/taggants/craft-k100.safetensors       # (ran with commit 1fbcc02's step-count schedule)
+    $P craft --num-keys 10 --key-family mix2 --key-seed 2500011 --steps 400 --max-seconds 1500 --lr 0.005 \
+        --out runs/taggants/craft-mix2-k10.safetensors
+    # feasibility: the grid's cnn recipe on the published set and its clean twin (same seed, originals);
+    # --suspects preact_resnet-adamw trains the open suite's third party (heldout/train.py) instead
+    $P feasibility --craft runs/taggants/craft-k100.safetensors --seeds 0 --suspects cnn
+    $P feasibility --craft runs/taggants/craft-mix2-k10.safetensors --seeds 0 --suspects cnn
+    # upper bound: the key images themselves, labelled, 10 copies each, added to the originals
+    $P feasibility --craft runs/taggants/craft-k100.safetensors --seeds 0 --suspects cnn --oracle-copies 10
+    $P feasibility --craft runs/taggants/craft-mix2-k10.safetensors --seeds 0 --suspects cnn --oracle-copies 10
+    # does a craft work at the surrogate itself? (1 epoch of fine-tuning on published vs originals)
+    $P proxy --craft runs/taggants/craft-k100.safetensors
+    $P proxy --craft runs/taggants/craft-mix2-k10.safetensors
+
+Every feasibility / proxy result goes to ``benchmarks/results/taggants/feasibility.json`` (default ``--out``).
 
 Marking (Witches' Brew / Data Taggants): the owner's surrogate (a clean model trained on the owner's originals:
 the shipped marker cnn, optionally bank members) gives per class c the target gradient
