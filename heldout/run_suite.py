@@ -372,8 +372,12 @@ class Suite:
 
 
 def run_suite(config: dict[str, Any], out: Path, *, only: list[str] | None = None, max_runs: int | None = None,
-              suite: Suite | None = None, **options: Any) -> list[Path]:
-    """Run (or resume) the suite into ``out``; returns the records written by this call."""
+              suite: Suite | None = None, train_only: bool = False, **options: Any) -> list[Path]:
+    """Run (or resume) the suite into ``out``; returns the records written by this call.
+
+    ``train_only``: mark and train every suspect into the cache (``out/cache/models``) and test none, so that a
+    sealed suite's training (its dominant cost, which depends only on the marking settings) can run while an
+    auditor-side lever is still being chosen; a later call without it tests the cached suspects once."""
     suite = suite or Suite(config, out, **options)
     runs = expand(config)
     unknown = set(only or []) - {pair["name"] for pair in config["pairs"]}
@@ -392,6 +396,11 @@ def run_suite(config: dict[str, Any], out: Path, *, only: list[str] | None = Non
             say(f"stopping after {max_runs} new runs (--max-runs)")
             break
         say(f"{label}: starting")
+        if train_only:
+            indices, marked, _ = suite.marked(run["seed"], run["fraction"])
+            _, trained = suite.train(run, indices, marked)
+            say(f"{label}: trained, accuracy {trained['test_accuracy']:.4f} (not tested: --train-only)")
+            continue
         record = suite.run_one(run)
         atomic_write_json(path, record)
         written.append(path)
@@ -420,6 +429,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--keep-published", action="store_true", help="keep the published sets in OUT/cache")
     parser.add_argument("--dry-run", action="store_true", help="list the runs and whether each is done")
     parser.add_argument("--table-only", action="store_true", help="only regenerate OUT/results.{json,md}")
+    parser.add_argument("--train-only", action="store_true",
+                        help="mark and train every suspect into OUT/cache/models, test none (no records, no table)")
     args = parser.parse_args(argv)
     config = load_config(args.config)
     config["detect"]["extra_references"] = list(config["detect"]["extra_references"]) + args.reference
@@ -434,7 +445,11 @@ def main(argv: list[str] | None = None) -> None:
     if not args.table_only:
         start = time.perf_counter()
         written = run_suite(config, out, only=args.only, max_runs=args.max_runs, device=args.device,
-                            workers=args.workers, threads=args.threads, keep_published=args.keep_published)
+                            workers=args.workers, threads=args.threads, keep_published=args.keep_published,
+                            train_only=args.train_only)
+        if args.train_only:
+            say(f"trained (or found trained) every suspect in {(time.perf_counter() - start) / 60:.1f} min; none tested")
+            return
         say(f"{len(written)} new runs in {(time.perf_counter() - start) / 60:.1f} min")
     sibling("table").main(["--out", str(out), "--grid", str(HERE.parent / "results" / "fashion-mnist")])
     say(f"tables: {out / 'results.md'}")

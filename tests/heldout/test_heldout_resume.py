@@ -30,6 +30,14 @@ class StubSuite:
         self.calls.append((run["pair"]["name"], run["fraction"], run["seed"]))
         return {"log10_p": {"whitebox": -0.1}, "test_accuracy": 0.9, "seconds": {"total": 0.0}}
 
+    def marked(self, seed, fraction):
+        self.calls.append(("marked", fraction, seed))
+        return torch.zeros(0, dtype=torch.long), torch.zeros(0), torch.zeros(0)
+
+    def train(self, run, indices, marked):
+        self.calls.append(("train", run["pair"]["name"], run["fraction"], run["seed"]))
+        return None, {"test_accuracy": 0.9}
+
 
 def test_the_plan_runs_seed_zero_of_every_pair_first_and_the_deep_pairs_in_full(runner):
     run_suite, config = runner
@@ -60,6 +68,17 @@ def test_records_that_exist_are_skipped_and_max_runs_stops(runner, tmp_path):
     assert again.calls == [("convmixer-mixup_ema", first["fraction"], first["seed"])]
     with pytest.raises(SystemExit, match="unknown pairs"):
         run_suite.run_suite(config, tmp_path, suite=StubSuite(), only=["vgg-sgdd"])
+
+
+def test_train_only_trains_every_suspect_and_tests_none(runner, tmp_path):
+    run_suite, config = runner
+    runs = run_suite.expand(config)
+    stub = StubSuite()
+    written = run_suite.run_suite(config, tmp_path, suite=stub, train_only=True)
+    assert written == [] and not (tmp_path / "runs").exists()
+    assert [c for c in stub.calls if c[0] == "train"] == [("train", r["pair"]["name"], r["fraction"], r["seed"])
+                                                          for r in runs]
+    assert not [c for c in stub.calls if c[0] not in ("train", "marked")]  # run_one (the tests) never called
 
 
 def test_subsets_are_nested_marked_once_per_seed_with_keys_of_the_suites_own(runner, tmp_path, tiny_marker_file,
