@@ -9,6 +9,12 @@ empirical P(p <= a) must not exceed the binomial 99 % upper bound for a in {0.01
 Run (heavy, ~20 min on 2 cores):
     flock /tmp/radioactive-heavy.lock .venv/bin/python benchmarks/bench_calibration.py
 Writes benchmarks/results/calibration.json. Models and the marker are cached in benchmarks/cache/.
+
+At 100 classes (issue 27), the white-box test on clean models of ``fashion-mnist-pairs`` with the shipped
+100-class marker; ``--models`` takes clean checkpoints (e.g. the composite-100 grid's 0 % suspects), else clean
+models are trained here without flips (a flip changes a composite's label):
+    flock /tmp/radioactive-heavy.lock .venv/bin/python benchmarks/bench_calibration.py --data fashion-mnist-pairs \
+        --skip-black --white-keys 2000 --reference-images 2000 --out benchmarks/results/calibration-pairs100.json
 """
 
 from __future__ import annotations
@@ -46,27 +52,51 @@ log = logging.getLogger("bench_calibration")
 CLEAN_MODELS = (("cnn", "cnn", 1, 1), ("resnet_narrow", "resnet_narrow", 2, 1), ("mlp", "mlp", 3, 2))
 
 
-def get_marker() -> Marker:
-    """The built-in FMNIST marker: the one shipped with the package (else one trained here, cached)."""
+PAIRS_MARKER = ROOT / "src" / "radioactive" / "markers" / "fmnist-pairs-cnn.safetensors"
+
+
+def get_marker(data: str = "fashion-mnist") -> Marker:
+    """The built-in marker of ``data``: the one shipped with the package (for Fashion-MNIST, else one trained
+    here, cached)."""
     from radioactive.zoo import default_marker
 
-    return default_marker(cache_dir=CACHE)
+    if data == "fashion-mnist":
+        return default_marker(cache_dir=CACHE)
+    if not PAIRS_MARKER.is_file():
+        raise SystemExit(f"{PAIRS_MARKER} is missing: radioactive train-marker --data {data} --out {PAIRS_MARKER}")
+    return Marker.from_checkpoint(PAIRS_MARKER)
 
 
-def clean_model(name: str, arch: str, seed: int, epochs: int, splits) -> torch.nn.Module:
-    """A classifier trained on clean Fashion-MNIST (the 55k train split), cached."""
+def get_splits(data: str) -> dict:
+    if data == "fashion-mnist":
+        from radioactive.fmnist import fashion_mnist_splits
+
+        return fashion_mnist_splits()
+    from radioactive.fmnist_pairs import fashion_mnist_pairs_splits
+
+    return fashion_mnist_pairs_splits(data)
+
+
+def clean_model(name: str, arch: str, seed: int, epochs: int, splits, data: str = "fashion-mnist") -> torch.nn.Module:
+    """A classifier trained on the clean owner split of ``data`` (without flips for the pairs), cached."""
+    from dataclasses import replace
+
     from radioactive.train import TrainRecipe, evaluate, fit
     from radioactive.zoo import FMNIST_SPEC
 
-    path = CACHE / f"clean-{name}-s{seed}-e{epochs}.safetensors"
+    tag = "" if data == "fashion-mnist" else f"{data}-"
+    path = CACHE / f"clean-{tag}{name}-s{seed}-e{epochs}.safetensors"
     if not path.is_file():
-        from dataclasses import replace
-
-        spec = replace(FMNIST_SPEC, arch=arch)
+        spec, recipe = replace(FMNIST_SPEC, arch=arch), TrainRecipe(epochs=epochs)
+        if data != "fashion-mnist":
+            classes = int(splits["owner"][1].max()) + 1
+            spec = replace(spec, num_classes=classes, input_size=tuple(splits["owner"][0].shape[-2:]))
+            recipe = replace(recipe, flip=False)
         start = time.perf_counter()
-        result = fit(spec, *splits["owner"], recipe=TrainRecipe(epochs=epochs), seed=seed)
+        result = fit(spec, *splits["owner"], recipe=recipe, seed=seed)
         accuracy = evaluate(result.model, *splits["test"])["accuracy"]
-        save_checkpoint(result.model.to("cpu"), path, spec, {"kind": "clean", "epochs": epochs, "seed": seed,
+        save_checkpoint(result.model.to("cpu"), path, spec, {"kind": "clean", "data": data, "epochs": epochs,
+                                                             "seed": seed, "flip": recipe.flip,
                                                              "test_accuracy": accuracy,
                                                              "train_seconds": time.perf_counter() - start})
         log.info("trained %s: test accuracy %.3f in %.0f s", name, accuracy, time.perf_counter() - start)
@@ -166,16 +196,35 @@ def main(argv=None) -> int:
     parser.add_argument("--reference-images", type=int, default=5000)
     parser.add_argument("--out", default=str(RESULTS / "calibration.json"))
     parser.add_argument("--skip-black", action="store_true")
+    parser.add_argument("--data", default="fashion-mnist",
+                        choices=["fashion-mnist", "fashion-mnist-pairs", "fashion-mnist-pairs10"],
+                        help="the data set, its shipped marker and its clean models")
+    parser.add_argument("--models", nargs="+", default=[],
+                        help="clean checkpoints to calibrate on instead of training CLEAN_MODELS (white-box only)")
     args = parser.parse_args(argv)
+    if args.data != "fashion-mnist" and not args.skip_black:
+        parser.error("--data other than fashion-mnist calibrates the white-box test only: add --skip-black")
+    if args.models and not args.skip_black:
+        parser.error("--models calibrates the white-box test only: add --skip-black")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(2)
-    from radioactive.fmnist import fashion_mnist_splits
     from radioactive.mark import MarkConfig
+    from radioactive._io import sha256_file
 
     start = time.perf_counter()
-    splits = fashion_mnist_splits()
-    marker = get_marker()
-    models = {name: clean_model(name, arch, seed, epochs, splits) for name, arch, seed, epochs in CLEAN_MODELS}
+    splits = get_splits(args.data)
+    marker = get_marker(args.data)
+    if args.models:
+        models = {}
+        for file in args.models:
+            if not Path(file).is_file():
+                parser.error(f"--models: no such checkpoint {file}")
+            model, _, extra = load_checkpoint(file)
+            model.extra = {**extra, "path": str(file), "sha256": sha256_file(file)}  # type: ignore[attr-defined]
+            models[Path(file).stem] = model
+    else:
+        models = {name: clean_model(name, arch, seed, epochs, splits, args.data)
+                  for name, arch, seed, epochs in CLEAN_MODELS}
     models["marker_itself"] = marker.model
     setup_seconds = time.perf_counter() - start
     val_images, val_labels = splits["holdout"]
