@@ -21,6 +21,20 @@ log = logging.getLogger(__name__)
 HELD_OUT = "fashion-mnist:holdout"
 
 
+def held_out_default(key: Any) -> str:
+    """The built-in held-out split that matches the key's marking network: ``fashion-mnist:holdout`` for a
+    28 x 28 marker, the pairs' holdout for a 28 x 56 one (100 or 10 classes); any other marker needs the user's
+    own clean images, named by --reference / --probes."""
+    size = tuple(key.marker.spec.input_size or ())
+    if size == (28, 28) and key.num_classes == 10:
+        return HELD_OUT
+    if size == (28, 56) and key.num_classes in (10, 100):
+        return ("fashion-mnist-pairs" if key.num_classes == 100 else "fashion-mnist-pairs10") + ":holdout"
+    raise ConfigError(f"this key's marker takes {size[0] if size else '?'} x {size[1] if len(size) > 1 else '?'} "
+                      f"images of {key.num_classes} classes, which no built-in data set matches: give your own clean "
+                      "held-out images with --reference (white-box) or --probes (black-box)")
+
+
 def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "detect",
@@ -48,9 +62,10 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--num-classes", type=int, default=None, help="outputs of the suspect (default: the key's)")
     parser.add_argument("--head", default=None, help="dotted name of the suspect's final linear layer")
     parser.add_argument("--input-size", type=int, default=None, help="resize images to this size for the suspect")
-    parser.add_argument("--reference", default=HELD_OUT,
+    parser.add_argument("--reference", default=None,
                         help="clean held-out images never published: fashion-mnist:SPLIT (holdout, test), "
-                             "fashion-mnist-pairs[10]:holdout, a class-subfolder tree or a CSV/JSONL list")
+                             "fashion-mnist-pairs[10]:holdout, a class-subfolder tree or a CSV/JSONL list "
+                             f"(default: the built-in holdout matching the key's marker, {HELD_OUT} for the shipped one)")
     parser.add_argument("--reference-limit", type=int, default=None, help="use at most this many reference images")
     parser.add_argument("--allow-marked-reference", action="store_true",
                         help="proceed (with a warning) when the reference folder holds marked images")
@@ -75,7 +90,8 @@ def add_parser(subparsers: Any) -> None:
     black.add_argument("--endpoint-max-bytes", type=int, default=16 << 20)
     black.add_argument("--output", default="auto", choices=OUTPUTS, help="what the suspect returns")
     black.add_argument("--probes", default=None,
-                       help=f"fresh clean probe images never published (default {HELD_OUT}); with --published: the "
+                       help="fresh clean probe images never published (default: the built-in holdout matching the "
+                            f"key's marker, {HELD_OUT} for the shipped one); with --published: the "
                             "dataset that was marked (default: the source its mark.json records)")
     black.add_argument("--published", default=None,
                        help="output folder of 'radioactive mark': tests its marked images against control-marked twins "
@@ -133,7 +149,7 @@ def _probes(args: argparse.Namespace, key: Any) -> Any:
             raise ConfigError(f"give --probes: the dataset {args.published} was marked from (its mark.json records none)")
         return published_probes(args.published, load_labelled(args.published), load_labelled(source),
                                 num_classes=key.num_classes, per_class=args.probes_per_class)
-    fresh = load_labelled(args.probes or HELD_OUT)
+    fresh = load_labelled(args.probes or held_out_default(key))
     if fresh.marked:
         raise DatasetError(f"--probes {args.probes} is the output of 'radioactive mark' (its images may be marked), "
                            "but fresh probes must never have been published; to test published images pass that "
@@ -220,7 +236,7 @@ def _whitebox_inputs(args: argparse.Namespace, key: Any, marker: Any, device: to
         null_seed=args.null_seed,
     )
     model = _load_model(args.model, args.arch, args.num_classes or key.num_classes, device, marker)
-    reference = load_labelled(args.reference, limit=args.reference_limit)
+    reference = load_labelled(args.reference or held_out_default(key), limit=args.reference_limit)
     # Only the images the marking changed: a published folder is mostly unchanged copies.
     marked = reference.marked_flags
     if marked is None:
