@@ -80,3 +80,29 @@ def test_detect_without_references_says_how_to_make_them(tree, capsys):
     assert "radioactive references --data ORIGINALS --out refs/" in shown
     verdict = json.loads(out.read_text())["verdict"]
     assert verdict["test"] == "blackbox-perm" and "references_hint" in verdict["details"]
+
+
+def test_no_flip_trains_every_member_without_flips_and_pairs_data_gets_it_by_itself(tree, capsys, monkeypatch):
+    from radioactive.nets import load_checkpoint
+
+    assert main(_references(tree, "--no-flip", "--members", "cnn-cosine")) == 0
+    capsys.readouterr()
+    (member,) = bank_paths(tree / "bank")
+    assert load_checkpoint(member)[2]["recipe"]["flip"] is False
+
+    import radioactive.train.bank as bank
+
+    seen = {}
+
+    def record(images, labels, out, *, members, **kwargs):
+        seen["flips"] = [m.train_recipe(None).flip for m in members]
+        return []
+
+    import radioactive.sources as sources
+
+    small = sources.load_labelled(str(tree / "src"))  # stands in for the 54,700 composites: no training here
+    monkeypatch.setattr(bank, "train_bank", record)
+    monkeypatch.setattr(sources, "load_labelled", lambda *args, **kwargs: small)
+    assert main(["references", "--data", "fashion-mnist-pairs", "--out", str(tree / "pairs-bank"), "--epochs", "1"]) == 0
+    assert "trained without horizontal flips" in capsys.readouterr().err
+    assert seen["flips"] == [False] * len(bank.DEFAULT_BANK)

@@ -34,11 +34,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="test set scored after each member: fashion-mnist:test or a folder (default: the "
                         "test split of a named --data: fashion-mnist:test, fashion-mnist-pairs:test, ...)")
     parser.add_argument("--size", type=int, default=None, help="resize images to SIZE x SIZE (default: as read)")
+    parser.add_argument("--no-flip", action="store_true",
+                        help="train every member without random horizontal flips (for data whose label a flip "
+                        "changes; automatic for fashion-mnist-pairs[10], whose flip swaps the two halves)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from ..sources import load_labelled, named_test_split
     from ..train.bank import DEFAULT_BANK, train_bank
     from ..zoo import resolve_device
@@ -53,6 +58,14 @@ def run(args: argparse.Namespace) -> int:
         if unknown or not wanted:
             raise ConfigError(f"--members: unknown members {unknown}; choose from {sorted(known)}")
         members = [known[w] for w in wanted]
+    from ..fmnist_pairs import pairs_spec
+
+    if pairs_spec(str(args.data)) and not args.no_flip:
+        print(f"note: {args.data} images are two images side by side, labelled by their order: every member is "
+              "trained without horizontal flips (as with --no-flip)", file=sys.stderr)
+        args.no_flip = True
+    if args.no_flip:
+        members = [replace(m, recipe={**m.recipe, "flip": False}) for m in members]
     data = load_labelled(args.data, size=args.size)
     if data.marked:
         raise ConfigError(f"--data {args.data!r} is the output of 'radioactive mark' (it holds a marking manifest): "
