@@ -71,6 +71,20 @@ def converged(folder: Path = CONVERGED) -> list[str]:
     return grid(folder, title, labels)
 
 
+def test_label(test: str, det: dict) -> str:
+    """A grid's column name for ``test``: the fixed labels, except the black-box tests of a grid whose main test
+    or references differ from the Fashion-MNIST grid's (read from its configuration)."""
+    fit = det.get("reference_fit", "mean")
+    if not test.startswith("blackbox") or (fit == "mean" and det.get("combine", "rank") == "rank"
+                                           and det.get("statistic", "margin") == "margin"):
+        return TEST_LABELS.get(test, test)
+    parts = test.split("-")[1:] or [det.get("statistic", "margin"), det.get("combine", "rank")]
+    statistic, combine = parts[0], parts[1]
+    fit = parts[2] if len(parts) > 2 else fit
+    return f"black-box {statistic}, {combine}" + (", matched refs" if fit == "matched" else ", mean of refs"
+                                                  if det.get("reference_model") else "")
+
+
 def grid(folder: Path = GRID, title: str = "Fashion-MNIST grid", labels: dict[str, str] | None = None) -> list[str]:
     """A Fashion-MNIST grid (by default configs/fashion-mnist.toml's), from its committed output folder; the
     configuration file is ``configs/<folder name>.toml``; ``labels`` name the rows (default GRID_LABELS)."""
@@ -87,23 +101,35 @@ def grid(folder: Path = GRID, title: str = "Fashion-MNIST grid", labels: dict[st
     tests = [t for t in TEST_LABELS if t in tests] + [t for t in tests if t not in TEST_LABELS]
     det, mark, train = config["detect"], config["mark"], config["train"]
     expected = len(config["fractions"]) * len(config["models"]) * len(config["seeds"])
+    marker = config.get("marker", "default")
+    marker = "the built-in cnn" if marker == "default" else f"`{marker}`"
+    augment = "random crop and flip" if train.get("flip", True) else "random crop, no flip"
+    count, archs = det.get("reference_models", 1), det.get("reference_archs") or [det.get("reference_arch")]
+    if count > 1:
+        names = [archs[i % len(archs)] for i in range(count)]
+        fit = "matched to the suspect" if det.get("reference_fit") == "matched" else "their mean"
+        references = f"{count} clean references of the auditor's ({', '.join(names)}; {fit})"
+    else:
+        references = f"a clean {det['reference_arch']} of the auditor's"
+    data = config.get("dataset", "fashion-mnist")
+    data = "" if data == "fashion-mnist" else f"data `{data}`; "
     out = [
         f"**{title}** (`{source}`; {len(runs)} of {expected} runs; regenerate with "
         f"`radioactive experiment {source} --out {where}`, then `scripts/update_readme.py`). "
-        f"Marker: the built-in cnn; marking {mark.get('steps')} steps at lr {mark.get('lr')}, PSNR ≥ "
+        f"{data}Marker: {marker}; marking {mark.get('steps')} steps at lr {mark.get('lr')}, PSNR ≥ "
         f"{mark.get('min_psnr')} dB{', the marking network in bf16 autocast' if mark.get('precision') == 'bf16' else ''}; "
         "every suspect trained by the project's own trainer, `radioactive.train.fit` "
-        f"({train.get('epochs')} epochs of SGD with Nesterov momentum, cosine schedule, random crop and flip"
+        f"({train.get('epochs')} epochs of SGD with Nesterov momentum, cosine schedule, {augment}"
         f"{', bfloat16 mixed precision' if train.get('precision') == 'bfloat16' else ''}; the "
         "held-out suite below trains others); "
         f"white-box on {det['reference_images']:,} held-out images (gradient test on "
         f"{det.get('gradient_reference_images') or det['reference_images']}); black-box on {det['probes']} fresh "
-        f"held-out probes, K = {det['num_controls']} control sets, difference in differences against a clean "
-        f"{det['reference_arch']} of the auditor's. Cells: log10 p, median [min, max] over seeds, and how many "
+        f"held-out probes, K = {det['num_controls']} control sets, difference in differences against "
+        f"{references}. Cells: log10 p, median [min, max] over seeds, and how many "
         f"seeds are below log10 {alpha:g}. `rank` and `perm` are both exact." + twins_note(config),
         "",
         "| architecture · trainer `radioactive.train.fit` | marked | seeds | test acc. | Δ acc. vs 0 % (pt) | PSNR min / mean | "
-        + " | ".join(TEST_LABELS.get(t, t) for t in tests) + " |",
+        + " | ".join(test_label(t, det) for t in tests) + " |",
         "|---|---|---|---|---|---|" + "---|" * len(tests),
     ]
     clean = {(r["model"], r["seed"]): r["test_accuracy"] for r in runs if r["fraction"] == 0}
