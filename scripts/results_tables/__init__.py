@@ -6,6 +6,7 @@ outputs under ``results/`` or the held-out suite's runs. ``scripts/update_readme
 
 Modules, one section each: :mod:`.common` (paths, loading, number format), :mod:`.benchmarks` (marking,
 large trees, calibration, white-box speed, fuzzing, kill and resume), :mod:`.demo`, :mod:`.grids` (the
-Fashion-MNIST grids and power planning), :mod:`.suites` (held-out suite, reference counts, two owners),
-:mod:`.robustness` (the treatments table), :mod:`.headline` (the README's "what to expect").
+Fashion-MNIST grids and power planning), :mod:`.plan_classes` (power planning at 100 classes), :mod:`.suites`
+(held-out suite, reference counts, two owners), :mod:`.robustness` (the treatments table), :mod:`.headline` (the
+README's "what to expect").
 """
