@@ -37,7 +37,7 @@ def results_text(*, write: bool = True) -> str:
         ("The demo", demo.demo()),
         ("Fashion-MNIST grids", grids.grid() + grids.few_classes() + grids.plan_validation()
          + plan_classes.plan_classes() + grids.converged()),
-        ("Held-out suite", suites.heldout(write=write) + levers.power() + levers.calibration()
+        ("Held-out suite", suites.heldout(write=write) + suites.sealed(write=write) + levers.power() + levers.calibration()
          + suites.reference_counts() + suites.two_owners()),
         ("Robustness", robustness.treatments()),
         ("Calibration and white-box", benchmarks.calibration() + benchmarks.whitebox()),
