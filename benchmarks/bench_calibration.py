@@ -208,8 +208,8 @@ def main(argv=None) -> int:
         parser.error("--models calibrates the white-box test only: add --skip-black")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(2)
-    from radioactive.mark import MarkConfig
     from radioactive._io import sha256_file
+    from radioactive.mark import MarkConfig
 
     start = time.perf_counter()
     splits = get_splits(args.data)

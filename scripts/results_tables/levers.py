@@ -3,6 +3,8 @@ on its clean suspects (benchmarks/bench_transfer_levers.py → benchmarks/result
 
 from __future__ import annotations
 
+import statistics
+
 from .common import RESULTS, f, link, load_json
 
 FOLDER = RESULTS / "transfer_levers"
@@ -48,6 +50,35 @@ def power() -> list[str]:
                 values = [cells.get(f"{q:g}") for q in fractions]
                 lines.append(f"| {name} | {statistic} | " + " | ".join(
                     f"{f(v['median'])} ({v['n']})" if v else "–" for v in values) + " |")
+        lines.append("")
+    return lines + paired(records, fractions)
+
+
+def paired(records: list[dict], fractions: list[float]) -> list[str]:
+    """More probes against the fewest, on the same suspects only (a count measured on fewer seeds than the first
+    is otherwise compared with other draws): median log10 p of the margin statistic, fewest → more."""
+    counts = sorted({c for r in records for c in r["log10_p"]}, key=int)
+    lines = []
+    for count in counts[1:]:
+        both = [r for r in records if count in r["log10_p"] and counts[0] in r["log10_p"]]
+        if not both:
+            continue
+        seeds = ", ".join(map(str, sorted({r["seed"] for r in both})))
+        lines += [f"The same suspects with {counts[0]} and with {count} probes (seeds {seeds}; margin; median "
+                  f"log10 p, {counts[0]} → {count}):", "",
+                  "| lever | " + " | ".join(f"{100 * q:g} % marked (n)" for q in fractions) + " |",
+                  "|---|" + "---|" * len(fractions)]
+        for lever, name in LEVER_NAMES.items():
+            cells = []
+            for q in fractions:
+                mine = [r for r in both if r["fraction"] == q and f"{lever}/margin" in r["log10_p"][count]]
+                if not mine:
+                    cells.append("–")
+                    continue
+                few = statistics.median(r["log10_p"][counts[0]][f"{lever}/margin"] for r in mine)
+                more = statistics.median(r["log10_p"][count][f"{lever}/margin"] for r in mine)
+                cells.append(f"{f(few)} → {f(more)} ({len(mine)})")
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
     return lines
 
