@@ -22,3 +22,13 @@ def test_the_control_grid_changes_only_the_number_of_classes():
     assert [name for name, *_ in many.detect.variant_names()] == [
         "blackbox", "blackbox-loss-perm", "blackbox-margin-perm-mean", "blackbox-margin-rank"]
     assert many.detect.reference_fit == "matched" and set(many.detect.tests) == {"whitebox", "gradient", "blackbox"}
+
+
+def test_both_grids_markers_are_shipped_with_the_same_architecture_and_their_own_classes():
+    from radioactive.marker import Marker
+
+    for name, classes in (("composite-100", 100), ("composite-10", 10)):
+        config = load_config(ROOT / "configs" / f"{name}.toml")
+        info = Marker.from_checkpoint(ROOT / config.marker).info
+        assert (info.spec.arch, info.feature_dim, tuple(info.spec.input_size)) == ("cnn", 128, (28, 56)), name
+        assert info.spec.num_classes == classes, name
