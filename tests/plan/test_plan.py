@@ -241,3 +241,21 @@ def test_cli_json_records_no_absolute_paths(grid, tmp_path, capsys, monkeypatch)
     result = json.loads(text)
     assert result["sources"] == sorted(["results/mine", grid.name])
     assert str(tmp_path) not in text and str(grid.parent) not in text
+
+
+def test_matched_and_mean_references_are_two_families():
+    from radioactive.plan.catalogue import spec_of_verdict
+
+    assert parse_test("blackbox-margin-perm-matched").family == "blackbox-margin-matched"
+    assert parse_test("blackbox-margin-perm-did").family == "blackbox-margin-did"
+    base = {"log10_p": -1.0}
+    matched = spec_of_verdict({**base, "test": "blackbox-perm-matched", "details": {
+        "statistic": "loss", "difference_in_differences": True, "reference_fit": "matched"}})
+    mean = spec_of_verdict({**base, "test": "blackbox-perm-did", "details": {
+        "statistic": "loss", "difference_in_differences": True}})
+    assert (matched.name, matched.family) == ("blackbox-loss-perm-matched", "blackbox-loss-matched")
+    assert (mean.name, mean.family) == ("blackbox-loss-perm-did", "blackbox-loss-did")
+    assert spec_of_verdict({**base, "test": "blackbox-perm-matched-class", "details": {
+        "statistic": "margin", "difference_in_differences": True, "reference_fit": "matched-class"}}) is None
+    assert spec_of_verdict({**base, "test": "blackbox-rank", "details": {"statistic": "margin"}}).family == \
+        "blackbox-margin"

@@ -40,9 +40,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         "reported (default 1e-4)")
     parser.add_argument("--test", action="append", dest="tests", metavar="NAME",
                         help="a test to plan (repeatable; default: all). whitebox, gradient, "
-                        "SOURCE-STATISTIC-COMBINE[-did] (SOURCE blackbox: fresh probes, or published; STATISTIC "
-                        "margin, loss, prob, label; COMBINE rank or perm; -did: difference in differences against "
-                        "clean reference models), twins-STATISTIC (paired-twin secret-coin test)")
+                        "SOURCE-STATISTIC-COMBINE[-did|-matched] (SOURCE blackbox: fresh probes, or published; "
+                        "STATISTIC margin, loss, prob, label; COMBINE rank or perm; -did: difference in differences "
+                        "against the mean of clean reference models; -matched: the references matched to the "
+                        "suspect, detect's default), twins-STATISTIC (paired-twin secret-coin test)")
     parser.add_argument("--from", action="append", dest="sources", metavar="DIR",
                         help="experiment output folder whose runs (DIR/runs/*.json) the response is fitted on "
                         f"(repeatable; default {DEFAULT_SOURCE} unless --pilot is given; results/heldout: the "

@@ -5,15 +5,19 @@ of the suspect's gradient responses, with the key's carriers; Fisher over classe
 with an optional ``-did`` for the black-box tests (``SOURCE`` ``blackbox``: fresh probes, or ``published``: the
 published images against control-marked twins; ``STATISTIC`` ``margin``, ``loss``, ``prob`` or ``label``;
 ``COMBINE`` ``rank`` or ``perm``, the two exact combinations; ``-did``: difference in differences against clean
-reference models); ``twins-STATISTIC`` for the paired-twin secret-coin test.
+reference models, their mean subtracted; ``-matched``: the references matched to the suspect, the default of
+``radioactive detect``); ``twins-STATISTIC`` for the paired-twin secret-coin test.
 
 A test's *family* drops the combination: ``rank`` and ``perm`` of one statistic are two null laws applied to the
-same observations, so they share one measured response.
+same observations, so they share one measured response. The mean and the matched references subtract different
+things, so they are two families.
 
 Examples:
     >>> spec = parse_test("blackbox-margin-perm-did")
     >>> spec.family, spec.kind, spec.combine, spec.did
     ('blackbox-margin-did', 'blackbox', 'perm', True)
+    >>> parse_test("blackbox-margin-perm-matched").family
+    'blackbox-margin-matched'
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ class TestSpec:
         statistic: the black-box or twins statistic (empty for cosines).
         source: ``fresh`` or ``published`` probes (black-box only).
         did: difference in differences against clean reference models (black-box only).
+        fit: how the references enter with ``did``: ``mean`` (subtracted) or ``matched`` (fitted to the suspect).
     """
 
     __test__ = False  # not a pytest class
@@ -60,6 +65,7 @@ class TestSpec:
     statistic: str = ""
     source: str = ""
     did: bool = False
+    fit: str = "mean"
 
     @property
     def family(self) -> str:
@@ -67,7 +73,12 @@ class TestSpec:
         if self.kind != "blackbox":
             return self.name
         prefix = "published" if self.source == "published" else "blackbox"
-        return f"{prefix}-{self.statistic}" + ("-did" if self.did else "")
+        return f"{prefix}-{self.statistic}" + self.suffix
+
+    @property
+    def suffix(self) -> str:
+        """``-did`` (the references' mean), ``-matched`` (matched to the suspect) or nothing (no references)."""
+        return ("-matched" if self.fit == "matched" else "-did") if self.did else ""
 
     @property
     def unit(self) -> str:
@@ -83,13 +94,14 @@ def parse_test(name: str) -> TestSpec:
     parts = name.split("-")
     if len(parts) == 2 and parts[0] == "twins" and parts[1] in STATISTICS:
         return TestSpec(name=name, kind="twins", combine="binomial", statistic=parts[1])
-    did = parts[-1] == "did"
+    did = parts[-1] in ("did", "matched")
     core = parts[:-1] if did else parts
     if len(core) == 3 and core[0] in ("blackbox", "published") and core[1] in STATISTICS and core[2] in COMBINES:
         return TestSpec(name=name, kind="blackbox", combine=core[2], statistic=core[1],
-                        source="published" if core[0] == "published" else "fresh", did=did)
+                        source="published" if core[0] == "published" else "fresh", did=did,
+                        fit="matched" if parts[-1] == "matched" else "mean")
     raise ConfigError(f"unknown test {name!r}; choose from {list(DEFAULT_TESTS)} or any "
-                      f"SOURCE-STATISTIC-COMBINE[-did] with SOURCE in ['blackbox', 'published'], STATISTIC in "
+                      f"SOURCE-STATISTIC-COMBINE[-did|-matched] with SOURCE in ['blackbox', 'published'], STATISTIC in "
                       f"{list(STATISTICS)} and COMBINE in {list(COMBINES)}")
 
 
@@ -108,8 +120,12 @@ def spec_of_verdict(verdict: dict[str, Any]) -> TestSpec | None:
         if combine not in COMBINES:
             return None
         source = "published" if details.get("probe_source") == "published" else "blackbox"
-        did = bool(details.get("difference_in_differences", test.endswith("-did")))
-        return parse_test(f"{source}-{details.get('statistic', 'margin')}-{combine}" + ("-did" if did else ""))
+        did = bool(details.get("difference_in_differences", test.endswith(("-did", "-matched"))))
+        fit = details.get("reference_fit") or ("matched" if test.endswith("-matched") else "mean")
+        if did and fit not in ("mean", "matched"):
+            return None  # matched with weights per class: not modelled
+        return parse_test(f"{source}-{details.get('statistic', 'margin')}-{combine}"
+                          + (("-matched" if fit == "matched" else "-did") if did else ""))
     return None
 
 

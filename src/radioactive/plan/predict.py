@@ -151,7 +151,7 @@ def _test_entry(spec: TestSpec, budget: Budget, response: Response | None, fract
     floor = floor_log10_p(spec, resolved)
     target_log10 = math.log10(target)
     # The null law depends on the test's kind and combination only, not on its statistic: shared across tests.
-    null_spec = dataclasses.replace(spec, name=spec.kind, statistic="", source="", did=False)
+    null_spec = dataclasses.replace(spec, name=spec.kind, statistic="", source="", did=False, fit="mean")
     entry: dict[str, Any] = {
         "test": spec.name, "family": spec.family, "kind": spec.kind, "unit": spec.unit,
         "null": null_description(spec, resolved), "floor_log10_p": None if math.isinf(floor) else floor,
