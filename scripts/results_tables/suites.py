@@ -12,6 +12,23 @@ from pathlib import Path
 from .common import GRID, HELDOUT, RESULTS, ROOT, f, load
 
 
+def _table_module():
+    spec = importlib.util.spec_from_file_location("heldout_table", ROOT / "heldout" / "table.py")
+    table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table)
+    return table
+
+
+def _summarise(folder: Path, write: bool):
+    """(heldout/table.py, the folder's config or None, its summary); rewrites ``folder/results.*`` if ``write``."""
+    table = _table_module()
+    config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else None
+    summary = table.summarise(table.load_runs(folder / "runs"), config=config, grid=table.load_grid(GRID))
+    if write:
+        table.write(folder, summary)
+    return table, config, summary
+
+
 def heldout(folder: Path = HELDOUT, *, write: bool = True) -> list[str]:
     """The held-out suite (heldout/suite.toml): suspects trained by a third party's own script, next to the grid.
     Regenerates ``folder/results.{json,md}`` from ``folder/runs/*.json`` first (heldout/table.py) unless
@@ -29,13 +46,7 @@ def heldout(folder: Path = HELDOUT, *, write: bool = True) -> list[str]:
         print("held-out suite: not yet run")
         return [intro + " Not yet run: `.venv/bin/python heldout/run_suite.py heldout/suite.toml --out "
                 "results/heldout`, then `scripts/update_readme.py`.", ""]
-    spec = importlib.util.spec_from_file_location("heldout_table", ROOT / "heldout" / "table.py")
-    table = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(table)
-    config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else None
-    summary = table.summarise(table.load_runs(folder / "runs"), config=config, grid=table.load_grid(GRID))
-    if write:
-        table.write(folder, summary)
+    table, config, summary = _summarise(folder, write)
     det = config["detect"] if config else {"reference_images": "the", "probes": "the", "num_controls": "K"}
     planned = f" of {summary['planned_runs']}" if summary["planned_runs"] else ""
     return [
@@ -56,18 +67,11 @@ def heldout(folder: Path = HELDOUT, *, write: bool = True) -> list[str]:
 SEALED = ROOT / "results" / "heldout-sealed"
 
 
-def _table_module():
-    spec = importlib.util.spec_from_file_location("heldout_table", ROOT / "heldout" / "table.py")
-    table = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(table)
-    return table
-
-
 def sealed(folder: Path = SEALED, *, write: bool = True) -> list[str]:
     """The sealed part of the held-out suite (heldout/sealed/suite.toml, issue 25): committed before any lever was
     measured, trained once the levers were chosen, tested once, reported unchanged."""
     intro = ("**Sealed held-out suite** (`heldout/sealed/suite.toml`, committed before any transfer lever was "
-             "measured): a second third-party script (`heldout/sealed/train.py`, torchvision's own DenseNet, "
+             "measured; one amendment to a recipe before its test, docs/research.md): a second third-party script (`heldout/sealed/train.py`, torchvision's own DenseNet, "
              "EfficientNet-B0, RegNet and ViT classes, four recipes the open suite does not use, 10 epochs each on "
              "a 20,000-image owner set), 0 / 5 / 10 % marked with the library's default marking, seeds 0-2. It was "
              "trained once the marking was chosen, tested once every lever was chosen, and is reported unchanged; "
@@ -76,11 +80,7 @@ def sealed(folder: Path = SEALED, *, write: bool = True) -> list[str]:
     if not runs:
         return [intro + " Not yet tested: `.venv/bin/python heldout/run_suite.py heldout/sealed/suite.toml --out "
                 "results/heldout-sealed`, then `heldout/summary.py` and `scripts/update_readme.py`.", ""]
-    table = _table_module()
-    config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else None
-    summary = table.summarise(table.load_runs(folder / "runs"), config=config, grid=table.load_grid(GRID))
-    if write:
-        table.write(folder, summary)
+    table, config, summary = _summarise(folder, write)
     det = config["detect"] if config else {"reference_images": "the", "probes": "the", "num_controls": "K"}
     planned = f" of {summary['planned_runs']}" if summary["planned_runs"] else ""
     queries = det["probes"] * (det["num_controls"] + 1) if config else None
