@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from radioactive._io import atomic_write, atomic_write_json, versions
+from radioactive._io import atomic_write_json, save_png, versions
 from radioactive.plan import leave_one_out, load_observations, summarise
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,9 +80,7 @@ def plot(passes: dict[str, list[dict]], summary: dict[str, dict], path: Path) ->
     axes[0][-1].legend(handles=handles, fontsize=7, loc="upper left")
     fig.suptitle("radioactive plan: leave-one-out on the Fashion-MNIST grid (benchmarks/bench_plan.py)")
     fig.tight_layout()
-    with atomic_write(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from radioactive._io import atomic_write, atomic_write_json, versions
+from radioactive._io import atomic_write_json, save_png, versions
 from radioactive.errors import ConfigError
 from radioactive.plan import (
     Observation,
@@ -300,9 +300,7 @@ def plot(before: list[dict], after: list[dict], summaries: dict[str, dict], depe
                    fontsize=9, wrap=True)
     fig.suptitle("radioactive plan at many classes (benchmarks/bench_plan_classes.py)")
     fig.tight_layout()
-    with atomic_write(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,7 +18,8 @@ from typing import Any
 
 from .errors import KeyFileError, OutputWriteError
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_json", "sha256_file", "sha256_bytes", "versions"]
+__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_json", "save_png", "sha256_file", "sha256_bytes",
+           "versions"]
 
 _NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
@@ -77,6 +78,18 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, mode: int | None = 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any, mode: int | None = None) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n").encode(), mode=mode)
+
+
+def save_png(fig: Any, path: str | os.PathLike, *, dpi: int = 110, tight: bool = False) -> Path:
+    """Write a matplotlib figure as PNG atomically and close it. No timestamp or software name goes into the
+    metadata, so the same plot is the same file (committed plots change only when their numbers do)."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight" if tight else None, metadata={"Software": None})
+    plt.close(fig)
+    return path
 
 
 def open_secret(path: str | os.PathLike, what: str, hint: str) -> Path:

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from ._io import atomic_write, atomic_write_bytes, atomic_write_json
+from ._io import atomic_write_bytes, atomic_write_json, save_png
 from .demo_defaults import DEMO_DEFAULTS  # the design notes are there
 from .detect.verdict import evidence_level, evidence_scale
 from .errors import ConfigError
@@ -246,9 +246,7 @@ def _sample_figure(original: torch.Tensor, marked: torch.Tensor, path: Path, cou
     for row, title in enumerate(("original", "marked", "difference (amplified)")):
         axes[row][0].set_title(title, fontsize=8, loc="left")
     fig.tight_layout()
-    with atomic_write(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
+    save_png(fig, path, dpi=100)
 
 
 def _write_page(result: DemoResult, folder: Path, links: dict[tuple[str, str], Path]) -> Path:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from . import stats
-from ._io import atomic_write, atomic_write_bytes, atomic_write_json, versions
+from ._io import atomic_write_bytes, atomic_write_json, save_png, versions
 from .detect.verdict import Verdict, evidence_scale, evidence_words, format_p
 
 __all__ = ["write_json", "write_report", "plot_null_density", "plot_blackbox", "plot_null_trials",
@@ -47,17 +47,6 @@ def _figure():
     return plt
 
 
-def _save(fig, path: str | os.PathLike) -> Path:
-    """Write ``fig`` as PNG atomically (no timestamp in the metadata, so equal plots are equal files), close it."""
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    with atomic_write(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
-    plt.close(fig)
-    return path
-
-
 def plot_null_density(verdict: Verdict, path: str | os.PathLike) -> Path:
     """Exact null density of a cosine in the test's dimension, with the observed per-class cosines."""
     plt = _figure()
@@ -84,7 +73,7 @@ def plot_null_density(verdict: Verdict, path: str | os.PathLike) -> Path:
     ax.set_ylabel("density")
     ax.legend(fontsize=8, loc="upper left")
     ax.set_title(f"white-box: log10 p = {verdict.log10_p:.2f}")
-    return _save(fig, path)
+    return save_png(fig, path, tight=True)
 
 
 def plot_blackbox(verdict: Verdict, path: str | os.PathLike) -> Path:
@@ -113,7 +102,7 @@ def plot_blackbox(verdict: Verdict, path: str | os.PathLike) -> Path:
     right.set_xlabel("(true - control) / control spread, per class and control")
     right.set_ylabel("count")
     fig.suptitle(f"{verdict.test}: log10 p = {verdict.log10_p:.2f}")
-    return _save(fig, path)
+    return save_png(fig, path, tight=True)
 
 
 def permutation_null(verdict: Verdict, grid: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
@@ -146,7 +135,7 @@ def plot_permutation_null(verdict: Verdict, path: str | os.PathLike) -> Path:
     ax.set_xlabel("sum over classes of the standardised statistic")
     ax.set_ylabel("density")
     ax.legend(fontsize=7, loc="upper left")
-    return _save(fig, path)
+    return save_png(fig, path, tight=True)
 
 
 def plot_null_trials(verdict: Verdict, path: str | os.PathLike) -> Path:
@@ -158,7 +147,7 @@ def plot_null_trials(verdict: Verdict, path: str | os.PathLike) -> Path:
     ax.axvline(math.log10(verdict.alpha), color="0.3", ls="--", lw=1, label=f"alpha = {verdict.alpha:g}")
     ax.set_xlabel("log10 p")
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_png(fig, path, tight=True)
 
 
 def _table(verdict: Verdict) -> str:

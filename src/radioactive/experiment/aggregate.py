@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .._io import atomic_write, atomic_write_json
+from .._io import atomic_write_json, save_png
 
 __all__ = ["aggregate", "load_records", "markdown_table", "plot"]
 
@@ -125,7 +125,4 @@ def plot(rows: Sequence[dict[str, Any]], tests: Sequence[str], path: Path, *, al
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_png(fig, path)
