@@ -11,9 +11,9 @@ import hashlib
 import json
 import re
 
-import numpy as np
 import pytest
 import torch
+from helpers.fmnist_stub import fake_fashion_mnist
 from helpers.tiny import save_tiny_marker, tiny_spec
 
 from radioactive._io import sha256_bytes
@@ -35,22 +35,9 @@ OWNER_IMAGES = 100  # the stand-in training file holds HOLDOUT + OWNER_IMAGES im
 TEST_IMAGES = 30
 
 
-def _write_idx(path, array: np.ndarray) -> None:
-    header = (0x08 << 8 | array.ndim).to_bytes(4, "big") + b"".join(n.to_bytes(4, "big") for n in array.shape)
-    path.write_bytes(header + array.astype(np.uint8).tobytes())
-
-
 @pytest.fixture()
 def fake_fmnist(tmp_path, monkeypatch):
-    """Distinct random images with balanced labels, in the layout of the real idx files."""
-    rng = np.random.default_rng(0)
-    folder = tmp_path / "fmnist"
-    folder.mkdir()
-    for stem, count in (("train", HOLDOUT + OWNER_IMAGES), ("t10k", TEST_IMAGES)):
-        _write_idx(folder / f"{stem}-images-idx3-ubyte", rng.integers(0, 256, (count, 28, 28)))
-        _write_idx(folder / f"{stem}-labels-idx1-ubyte", rng.permutation(np.arange(count) % 10))
-    monkeypatch.setenv("RADIOACTIVE_FASHION_MNIST", str(folder))
-    return folder
+    return fake_fashion_mnist(tmp_path / "fmnist", monkeypatch, OWNER_IMAGES, TEST_IMAGES)
 
 
 def _index(rel: str) -> int:
