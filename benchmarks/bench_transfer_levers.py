@@ -176,7 +176,9 @@ def power(args: argparse.Namespace) -> None:
     command = " ".join(sys.argv)
     atomic_write_json(out / "power.json", {
         "what": "median log10 p per lever over the open suite's suspects (exact permutation test)",
-        "command": command, "commands": commands + ([command] if command not in commands else []), "suite": "heldout/suite.toml", "pairs": args.pairs, "seeds": args.seeds,
+        "command": command, "commands": commands + ([command] if command not in commands else []), "suite": "heldout/suite.toml",
+        # every record's pair and seed, not only this invocation's (the table covers them all)
+        "pairs": sorted({r["pair"] for r in records}), "seeds": sorted({r["seed"] for r in records}),
         "bank": bank_info, "num_controls": config["detect"]["num_controls"], "mark": suite.mark_config.to_dict(),
         "table": table, "records": records, "versions": versions()})
 

@@ -59,9 +59,12 @@ def sealed_half(runs: list[dict[str, Any]], test: str, alpha: float) -> dict[str
 def open_half(power: dict[str, Any], lever: str, probes: str = "500") -> dict[str, Any]:
     """Median log10 p of ``lever`` per fraction over the open suite's measured suspects."""
     cells = power["table"][probes][lever]
+    measured = [r for r in power.get("records", []) if probes in r["log10_p"]]  # the suspects behind this count
+    pairs = sorted({r["pair"] for r in measured}) if measured else power["pairs"]
+    seeds = sorted({r["seed"] for r in measured}) if measured else power["seeds"]
     return {"median": {_key(float(f)): c["median"] for f, c in cells.items()},
-            "runs": {_key(float(f)): c["n"] for f, c in cells.items()}, "pairs": power["pairs"],
-            "seeds": power["seeds"], "probes": int(probes),
+            "runs": {_key(float(f)): c["n"] for f, c in cells.items()}, "pairs": pairs,
+            "seeds": seeds, "probes": int(probes),
             "queries": int(probes) * (power["num_controls"] + 1)}
 
 

@@ -133,3 +133,18 @@ def test_the_sealed_table_labels_its_variants_and_closes_on_its_first(tmp_path):
     text = "\n".join(table.readme_lines(summary))
     assert "black-box margin, perm, bank matched" in text
     assert "the suite's median log10 p is -2.20 and its worst family (transformer) -1.20" in text
+
+
+def test_the_open_half_names_the_suspects_behind_its_probe_count(tmp_path):
+    # 500 probes were measured on seeds 0-2, 3,000 on seed 0 only: the record's last command listed seed 0
+    records = [{"pair": pair, "seed": seed, "fraction": 0.1,
+                "log10_p": {"500": {"matched/margin": -1.0}, **({"3000": {"matched/margin": -1.1}} if not seed else {})}}
+               for pair in ("convmixer-mixup_ema", "preact_resnet-adamw") for seed in (0, 1, 2)]
+    power = {"pairs": ["preact_resnet-adamw"], "seeds": [0], "num_controls": 20, "records": records, "table": {
+        "500": {"matched/margin": {"0.1": {"median": -1.0, "n": 6}}},
+        "3000": {"matched/margin": {"0.1": {"median": -1.1, "n": 2}}}}}
+    summary = load("summary")
+    half = summary.open_half(power, "matched/margin")
+    assert (half["seeds"], half["pairs"]) == ([0, 1, 2], ["convmixer-mixup_ema", "preact_resnet-adamw"])
+    assert (half["runs"], half["queries"]) == ({"0.1": 6}, 500 * 21)
+    assert summary.open_half(power, "matched/margin", probes="3000")["seeds"] == [0]
