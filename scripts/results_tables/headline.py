@@ -91,7 +91,7 @@ def heldout_rows(prefix: str) -> list[str]:
     config = load_json(HELDOUT / "config.json")
     sealed = load("heldout_summary.json")
     if sealed:
-        return _sealed_rows(sealed, config, prefix)
+        return _sealed_rows(sealed, load_json(HELDOUT.parent / "heldout-sealed" / "config.json"), prefix)
     summary = load_json(HELDOUT / "results.json")
     if not summary:
         return []
@@ -107,6 +107,34 @@ def heldout_rows(prefix: str) -> list[str]:
             + _record("results/heldout/results.json", prefix, "held-out-suite") + " |"]
 
 
+def _half_words(half: str, details: dict[str, Any], config: dict[str, Any] | None) -> str:
+    """Which suspects a half of the held-out summary was measured on, from its own record."""
+    pairs = ", ".join(f"`{p}`" for p in details.get("pairs", []))
+    if half == "sealed":
+        epochs = f", {config['epochs']} epochs" if config and "epochs" in config else ""
+        seeds = sorted({s for r in (config or {}).get("planned_runs", []) for s in [r.get("seed")] if s is not None})
+        return (f"sealed suspects, trained and tested once, never looked at while choosing the test: {pairs} "
+                f"(`heldout/sealed/train.py`: torchvision models, plain PyTorch){epochs}"
+                + (f", seeds {', '.join(map(str, seeds))}" if seeds else ""))
+    seeds = details.get("seeds", [])
+    return (f"open suspects, used while choosing the test: {pairs} (`heldout/train.py`: plain PyTorch, not "
+            f"radioactive's trainer), 3 epochs" + (f", seeds {', '.join(map(str, seeds))}" if seeds else ""))
+
+
+def _half_extras(details: dict[str, Any]) -> str:
+    """Detections at the suite's alpha and the accuracy cost, where the half records them."""
+    words = ""
+    detected, runs, alpha = details.get("detected") or {}, details.get("runs") or {}, details.get("alpha")
+    if detected and alpha:
+        words += f"; detected at p ≤ {alpha:g}: " + ", ".join(
+            f"{detected[k]} of {runs[k]} at {100 * float(k):g} %" for k in sorted(detected, key=float))
+    cost = details.get("accuracy_cost") or {}
+    if cost:
+        words += "; accuracy cost (median, clean minus marked twin): " + ", ".join(
+            f"{100 * v:+.2f} points at {100 * float(k):g} %" for k, v in sorted(cost.items(), key=lambda kv: float(kv[0])))
+    return words
+
+
 def _sealed_rows(sealed: dict[str, Any], config: dict[str, Any] | None, prefix: str) -> list[str]:
     """The sealed and open halves of the held-out suite (``benchmarks/results/heldout_summary.json``)."""
     record = _record("benchmarks/results/heldout_summary.json", prefix, "held-out-suite")
@@ -114,15 +142,19 @@ def _sealed_rows(sealed: dict[str, Any], config: dict[str, Any] | None, prefix: 
     if calibration:
         record += " · calibration: " + link(calibration, prefix, text=f"`{calibration.rsplit('/', 1)[-1]}`")
     rows = []
-    for half, what in (("sealed", "sealed suspects (not looked at while choosing the test)"),
-                       ("open", "open suspects (used while developing the test)")):
+    for half in ("sealed", "open"):
         medians = {float(k): v for k, v in (sealed.get(half) or {}).items()}
         shown = [x for x in FRACTIONS if x in medians]
         if not shown:
             continue
-        rows.append(f"| Held-out suite, {half} | {what}: {_suite_words(config, None)} | median log10 p "
-                    f"(`{sealed.get('test', HELDOUT_TEST)}`) at {_at(shown)} marked: "
-                    f"{' / '.join(f(medians[x]) for x in shown)} | {record} |")
+        details = (sealed.get("details") or {}).get(half) or {}
+        runs = details.get("runs", {})
+        counts = " / ".join(str(runs.get(k, "?")) for k in (f"{x:g}" if x else "0.0" for x in shown))
+        queries = f", {details['queries']:,} queries per audit" if details.get("queries") else ""
+        rows.append(f"| Held-out suite, {half} | {_half_words(half, details, config if half == 'sealed' else None)}; "
+                    f"{counts} suspects at {_at(shown)} | median log10 p (`{sealed.get('test', HELDOUT_TEST)}`{queries}) "
+                    f"at {_at(shown)} marked: {' / '.join(f(medians[x]) for x in shown)}{_half_extras(details)} | "
+                    f"{record} |")
     return rows
 
 

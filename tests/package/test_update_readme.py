@@ -67,7 +67,11 @@ def test_headline_shows_the_sealed_and_open_suite_when_its_summary_exists(monkey
     headline = importlib.import_module("results_tables.headline")
     summary = {"test": "blackbox-margin-perm", "sealed": {"0.0": -0.31, "0.05": -1.25, "0.1": -2.5},
                "open": {"0.0": -0.2, "0.05": None, "0.1": -3.75},
-               "calibration": "benchmarks/results/heldout_calibration.json"}
+               "calibration": "benchmarks/results/heldout_calibration.json",
+               "details": {"sealed": {"pairs": ["densenet-sgd_step"], "runs": {"0.0": 3, "0.05": 3, "0.1": 3},
+                                      "detected": {"0.0": 0, "0.05": 1, "0.1": 2}, "alpha": 0.001,
+                                      "accuracy_cost": {"0.1": 0.004}, "queries": 10500},
+                           "open": {"pairs": ["preact_resnet-adamw"], "seeds": [0, 1, 2], "runs": {"0.0": 3, "0.1": 3}}}}
     real = headline.load
     monkeypatch.setattr(headline, "load", lambda name: summary if name == "heldout_summary.json" else real(name))
     lines = headline.headline("")
@@ -75,6 +79,12 @@ def test_headline_shows_the_sealed_and_open_suite_when_its_summary_exists(monkey
     opened = next(line for line in lines if line.startswith("| Held-out suite, open |"))
     assert "-0.31 / -1.25 / -2.50" in sealed and "-0.20 / – / -3.75" in opened
     assert "(benchmarks/results/heldout_calibration.json)" in sealed
+    # each half names its own suspects, counts and script, from its own record
+    assert "`densenet-sgd_step` (`heldout/sealed/train.py`" in sealed and "3 / 3 / 3 suspects" in sealed
+    assert "0 of 3 at 0 %, 1 of 3 at 5 %, 2 of 3 at 10 %" in sealed and "+0.40 points at 10 %" in sealed
+    assert "10,500 queries per audit" in sealed and "10 epochs" in sealed
+    assert "`preact_resnet-adamw` (`heldout/train.py`" in opened and "seeds 0, 1, 2" in opened
+    assert "3 / ? / 3 suspects" in opened and "sealed/train" not in opened
     assert not any(line.startswith("| Held-out suite |") for line in lines)
     # Absent, the suite's own summary gives the row (results/heldout/results.json).
     monkeypatch.setattr(headline, "load", lambda name: None if name == "heldout_summary.json" else real(name))
