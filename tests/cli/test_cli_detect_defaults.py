@@ -37,3 +37,28 @@ def test_a_marker_no_built_in_data_matches_asks_for_the_users_images():
         held_out_default(Key.generate(other, seed=5))
     with pytest.raises(ConfigError, match="28 x 28 images of 100 classes"):
         held_out_default(key_of(fmnist, classes=100))
+
+
+@pytest.mark.parametrize(("classes", "available", "per_class"), [(10, 500, 100), (100, 47, 10)])
+def test_without_a_count_the_probes_are_one_thousand_spread_over_the_classes(monkeypatch, classes, available,
+                                                                            per_class):
+    import argparse
+    import types
+
+    import torch
+
+    import radioactive.sources
+    from radioactive.cli import detect as detect_cli
+    from radioactive.detect.probes import default_per_class
+
+    labels = torch.arange(classes).repeat_interleave(available)
+    fresh = types.SimpleNamespace(images=torch.zeros(len(labels), 1, 2, 2), labels=labels, ids=None, marked=False)
+    monkeypatch.setattr(radioactive.sources, "load_labelled", lambda source: fresh)
+    monkeypatch.setattr(detect_cli, "probe_marking", lambda args, key: types.SimpleNamespace(source_ids=False))
+    args = argparse.Namespace(probes="holdout/", published=None, probes_per_class=None)
+    key = types.SimpleNamespace(num_classes=classes)
+    probes = detect_cli._probes(args, key)
+    assert args.probes_per_class == per_class == default_per_class(classes)  # recorded in the report's command
+    assert len(probes.labels) == 1000 and torch.equal(torch.bincount(probes.labels), torch.full((classes,), per_class))
+    args.probes_per_class = 3  # an explicit count is kept
+    assert len(detect_cli._probes(args, key).labels) == 3 * classes

@@ -96,7 +96,9 @@ def add_parser(subparsers: Any) -> None:
     black.add_argument("--published", default=None,
                        help="output folder of 'radioactive mark': tests its marked images against control-marked twins "
                             "of their originals (--probes), marked with the settings and seed its mark.json records")
-    black.add_argument("--probes-per-class", type=int, default=100)
+    black.add_argument("--probes-per-class", type=int, default=None,
+                       help="fresh probes per class (default: 1,000 probes spread over the classes, at least 10 "
+                            "per class: 100 at 10 classes, 10 at 100); with --published: published images per class")
     black.add_argument("--controls", type=int, default=20, help="K control carrier sets")
     black.add_argument("--statistic", default="margin", choices=STATISTICS)
     black.add_argument("--combine", default="perm", choices=COMBINATIONS,
@@ -138,9 +140,11 @@ def _load_model(path: str, arch: str | None, num_classes: int, device: torch.dev
 
 def _probes(args: argparse.Namespace, key: Any) -> Any:
     """Published probes (the marked images of --published with their originals), or fresh ones (--probes)."""
-    from ..detect.probes import Probes, first_per_class
+    from ..detect.probes import Probes, default_per_class, first_per_class
     from ..sources import load_labelled
 
+    if args.probes_per_class is None:  # resolved here, so the report's command records the count used
+        args.probes_per_class = default_per_class(key.num_classes)
     if args.published:
         from ..detect.published import published_probes, recorded_source
 

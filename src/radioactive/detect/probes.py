@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import time
 import warnings
@@ -28,7 +29,7 @@ from ..key import Key
 from ..marker import Marker
 from .common import as_float_images
 
-__all__ = ["Probes", "cross_targets", "first_per_class", "marked_versions"]
+__all__ = ["PROBE_BUDGET", "Probes", "cross_targets", "default_per_class", "first_per_class", "marked_versions"]
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,28 @@ class Probes:
         if self.ids is not None:
             digest.update(json.dumps(list(self.ids)).encode())
         return digest.hexdigest()[:16]
+
+
+PROBE_BUDGET = 1000  # fresh probes in all when the auditor sets no count
+MIN_PER_CLASS = 10
+
+
+def default_per_class(num_classes: int) -> int:
+    """Probes per class when the auditor gives no count: ``PROBE_BUDGET`` probes spread evenly over the classes,
+    never fewer than ``MIN_PER_CLASS`` per class.
+
+    That is 100 per class at C = 10 and 10 at C = 100: the configurations the Fashion-MNIST grid and the
+    composite grids (configs/composite-*.toml) measured, 1,000 probes each. A black-box audit sends
+    (K + 1) x probes queries, so a count that grew with C (100 per class: 100,000 probes at C = 1,000) would
+    cost an API audit 2.1 million queries; at C > 100 the floor gives 10 C.
+
+    Examples:
+        >>> [default_per_class(c) for c in (2, 10, 47, 100, 1000)]
+        [500, 100, 22, 10, 10]
+    """
+    if num_classes < 1:
+        raise ConfigError(f"num_classes must be >= 1, got {num_classes}")
+    return max(MIN_PER_CLASS, math.ceil(PROBE_BUDGET / num_classes))
 
 
 def first_per_class(labels: torch.Tensor, per_class: int | None, *, num_classes: int) -> torch.Tensor:
