@@ -91,7 +91,8 @@ def heldout_rows(prefix: str) -> list[str]:
     config = load_json(HELDOUT / "config.json")
     sealed = load("heldout_summary.json")
     if sealed:
-        return _sealed_rows(sealed, load_json(HELDOUT.parent / "heldout-sealed" / "config.json"), prefix)
+        configs = {"sealed": load_json(HELDOUT.parent / "heldout-sealed" / "config.json"), "open": config}
+        return _sealed_rows(sealed, configs, prefix)
     summary = load_json(HELDOUT / "results.json")
     if not summary:
         return []
@@ -108,17 +109,17 @@ def heldout_rows(prefix: str) -> list[str]:
 
 
 def _half_words(half: str, details: dict[str, Any], config: dict[str, Any] | None) -> str:
-    """Which suspects a half of the held-out summary was measured on, from its own record."""
+    """Which suspects a half of the held-out summary was measured on, from its own record and its suite's config."""
     pairs = ", ".join(f"`{p}`" for p in details.get("pairs", []))
+    epochs = f", {config['epochs']} epochs" if config and "epochs" in config else ""
     if half == "sealed":
-        epochs = f", {config['epochs']} epochs" if config and "epochs" in config else ""
         seeds = sorted({s for r in (config or {}).get("planned_runs", []) for s in [r.get("seed")] if s is not None})
         return (f"sealed suspects, trained and tested once, never looked at while choosing the test: {pairs} "
                 f"(`heldout/sealed/train.py`: torchvision models, plain PyTorch){epochs}"
                 + (f", seeds {', '.join(map(str, seeds))}" if seeds else ""))
     seeds = details.get("seeds", [])
     return (f"open suspects, used while choosing the test: {pairs} (`heldout/train.py`: plain PyTorch, not "
-            f"radioactive's trainer), 3 epochs" + (f", seeds {', '.join(map(str, seeds))}" if seeds else ""))
+            f"radioactive's trainer){epochs}" + (f", seeds {', '.join(map(str, seeds))}" if seeds else ""))
 
 
 def _half_extras(details: dict[str, Any]) -> str:
@@ -135,7 +136,7 @@ def _half_extras(details: dict[str, Any]) -> str:
     return words
 
 
-def _sealed_rows(sealed: dict[str, Any], config: dict[str, Any] | None, prefix: str) -> list[str]:
+def _sealed_rows(sealed: dict[str, Any], configs: dict[str, dict[str, Any] | None], prefix: str) -> list[str]:
     """The sealed and open halves of the held-out suite (``benchmarks/results/heldout_summary.json``)."""
     record = _record("benchmarks/results/heldout_summary.json", prefix, "held-out-suite")
     calibration = sealed.get("calibration")
@@ -151,7 +152,7 @@ def _sealed_rows(sealed: dict[str, Any], config: dict[str, Any] | None, prefix: 
         runs = details.get("runs", {})
         counts = " / ".join(str(runs.get(k, "?")) for k in (f"{x:g}" if x else "0.0" for x in shown))
         queries = f", {details['queries']:,} queries per audit" if details.get("queries") else ""
-        rows.append(f"| Held-out suite, {half} | {_half_words(half, details, config if half == 'sealed' else None)}; "
+        rows.append(f"| Held-out suite, {half} | {_half_words(half, details, configs[half])}; "
                     f"{counts} suspects at {_at(shown)} | median log10 p (`{sealed.get('test', HELDOUT_TEST)}`{queries}) "
                     f"at {_at(shown)} marked: {' / '.join(f(medians[x]) for x in shown)}{_half_extras(details)} | "
                     f"{record} |")
